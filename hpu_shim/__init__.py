@@ -1,0 +1,36 @@
+"""hpu-shim: run unmodified LMCache on Intel Gaudi.
+
+An import hook redirects ``torch.cuda.*``, ``Tensor.cuda`` and CUDA device arguments to
+``torch.hpu`` (or the CPU) inside LMCache's modules only; every other library keeps the real
+``torch.cuda``. ``import hpu_shim`` installs it (idempotently) unless ``HPU_SHIM=0``.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from ._activation import CudaFallthroughWarning, LateInstallWarning, install, report, status, uninstall
+from ._config import ShimConfigError
+from .backends import BackendUnavailable
+from .errors import UnsupportedCudaAPI
+
+__version__ = "0.1.0"
+__all__ = [
+    "install", "uninstall", "status", "report",
+    "UnsupportedCudaAPI", "ShimConfigError", "BackendUnavailable",
+    "LateInstallWarning", "CudaFallthroughWarning", "__version__",
+]
+
+
+def _autoinstall() -> None:
+    """``import hpu_shim`` means "turn it on", unless HPU_SHIM=0 (a bad value raises, naming it)."""
+    from ._config import load
+
+    if load().enabled is not False:
+        from ._activation import RUNTIME
+
+        RUNTIME.install(_source="import")
+
+
+if _os.environ.get("HPU_SHIM", "").strip() != "0":
+    _autoinstall()

@@ -1,0 +1,158 @@
+"""The redirect audit: every redirected call site, recorded once with a count.
+
+Lines follow the GPU Migration Toolkit's habit (one entry per call site and category) so that
+people who know its logs can read ours:
+
+    [modified] torch.cuda.synchronize() -> habana_frameworks.torch.core.mark_step(); torch.hpu.synchronize() @ lmcache/v1/foo.py:123 (x4)
+
+``HPU_SHIM_REPORT=PATH`` makes every process append its records to PATH at exit as JSON lines
+tagged with its pid; ``python -m hpu_shim report PATH`` merges them across worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import threading
+from typing import Any, Iterable
+
+__all__ = ["Audit", "Record", "site_of", "format_args", "merge", "render_table", "read_jsonl"]
+
+
+@dataclasses.dataclass
+class Record:
+    category: str
+    api: str
+    args: str
+    target: str
+    site: str
+    count: int = 1
+
+    @property
+    def call(self) -> str:
+        """``torch.cuda.X(args)`` for calls, ``device='cuda'`` for keyword arguments."""
+        return f"{self.api}{self.args}" if self.api.endswith("=") else f"{self.api}({self.args})"
+
+    def line(self) -> str:
+        return f"[{self.category}] {self.call} -> {self.target} @ {self.site} (x{self.count})"
+
+
+def site_of(frame: Any) -> str:
+    """``lmcache/v1/foo.py:123``: the module path as a package-relative file, then the line."""
+    name = frame.f_globals.get("__name__") or "?"
+    filename = frame.f_code.co_filename
+    if isinstance(name, str) and name != "__main__" and filename.endswith(".py"):
+        rel = name.replace(".", "/") + ("/__init__.py" if filename.endswith("__init__.py") else ".py")
+    else:
+        rel = filename
+    return f"{rel}:{frame.f_lineno}"
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    if isinstance(value, str) and value == "True":
+        return value
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    if type(value).__name__ == "Tensor" or "tensor(" in text:
+        shape = tuple(getattr(value, "shape", ()))
+        text = f"<Tensor {shape} {getattr(value, 'dtype', '')} on {getattr(value, 'device', '?')}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_args(args: Iterable[Any] = (), kwargs: dict | None = None) -> str:
+    parts = [_short(a) for a in args]
+    parts += [f"{k}={_short(v)}" for k, v in (kwargs or {}).items()]
+    return ", ".join(parts)
+
+
+class Audit:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[tuple, Record] = {}
+
+    def hit(self, frame: Any, category: str, api: str, target: str, args: tuple = (), kwargs: dict | None = None) -> None:
+        key = (frame.f_code.co_filename, frame.f_lineno, api)
+        with self._lock:
+            rec = self._records.get(key)
+            if rec is not None:
+                rec.count += 1
+                return
+            self._records[key] = Record(category, api, format_args(args, kwargs), target, site_of(frame))
+
+    def records(self) -> list[Record]:
+        with self._lock:
+            return [dataclasses.replace(r) for r in self._records.values()]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def write_jsonl(self, path: str, **tags: Any) -> int:
+        """Append one JSON line per record, tagged with pid (and ``tags``); one write per process."""
+        records = self.records()
+        if not records:
+            return 0
+        base = {"pid": os.getpid(), "argv0": os.path.basename(sys.argv[0]) if sys.argv else "", **tags}
+        blob = "".join(json.dumps({**base, **dataclasses.asdict(r)}) + "\n" for r in records).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                pass
+            os.write(fd, blob)
+        finally:
+            os.close(fd)
+        return len(records)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not a JSON line written by hpu_shim ({exc.msg})") from None
+    return out
+
+
+def merge(rows: Iterable[dict]) -> list[dict]:
+    """Merge records from many processes: one row per call site, counts summed, pids collected."""
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["category"], row["api"], row["target"], row["site"])
+        m = merged.setdefault(key, {**{k: row[k] for k in ("category", "api", "args", "target", "site")},
+                                    "count": 0, "pids": set()})
+        m["count"] += int(row.get("count", 1))
+        m["pids"].add(row.get("pid"))
+    return sorted(merged.values(), key=lambda m: (m["site"], m["api"]))
+
+
+def render_table(rows: list[dict]) -> str:
+    if not rows:
+        return "no redirected call sites recorded"
+    header = ("category", "call", "redirected to", "site", "count", "procs")
+    body = [
+        (r["category"], Record(r["category"], r["api"], r["args"], r["target"], r["site"]).call, r["target"], r["site"], str(r["count"]), str(len(r["pids"])))
+        for r in rows
+    ]
+    widths = [min(60, max(len(h), *(len(b[i]) for b in body))) for i, h in enumerate(header)]
+
+    def fmt(cols):
+        return "  ".join(c[:w].ljust(w) for c, w in zip(cols, widths)).rstrip()
+
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
+    total = sum(r["count"] for r in rows)
+    pids = set().union(*(r["pids"] for r in rows))
+    lines.append(f"{len(rows)} call sites, {total} calls, {len(pids)} processes")
+    return "\n".join(lines)

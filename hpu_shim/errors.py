@@ -1,0 +1,20 @@
+"""Exceptions the shim raises. Each message names what was wrong and what to do."""
+
+from __future__ import annotations
+
+from ._config import ShimConfigError
+from .backends.base import BackendUnavailable
+
+__all__ = ["UnsupportedCudaAPI", "ShimConfigError", "BackendUnavailable"]
+
+
+class UnsupportedCudaAPI(RuntimeError):
+    """An in-scope ``torch.cuda`` API with no redirect, under ``HPU_SHIM_STRICT=1``."""
+
+    def __init__(self, api: str, site: str, backend: str):
+        self.api, self.site, self.backend = api, site, backend
+        super().__init__(
+            f"{api} has no {backend} redirect in hpu_shim (used at {site}). "
+            f"HPU_SHIM_STRICT=1 turns unknown torch.cuda APIs into errors; unset it to warn and fall "
+            f"through to the real torch.cuda, or add a row to hpu_shim.redirects."
+        )
