@@ -1,0 +1,58 @@
+"""Command line: ``python -m hpu_shim {doctor,report,demo}``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from ._doctor import diagnose, render
+
+    rows = diagnose()
+    print(render(rows))
+    return 1 if any(level == "error" for *_, level in rows) else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ._audit import merge, read_jsonl, render_table
+
+    path = args.path or os.environ.get("HPU_SHIM_REPORT")
+    if not path:
+        print("hpu_shim report: no file given; pass PATH or set HPU_SHIM_REPORT", file=sys.stderr)
+        return 2
+    try:
+        rows = read_jsonl(path)
+    except FileNotFoundError:
+        print(f"hpu_shim report: {path} does not exist; run the workload with HPU_SHIM_REPORT={path} first",
+              file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"hpu_shim report: {exc}", file=sys.stderr)
+        return 2
+    print(render_table(merge(rows)))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import main as demo_main
+
+    return demo_main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpu_shim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("doctor", help="report versions, devices and the configuration that would apply")
+    p.set_defaults(func=_cmd_doctor)
+    p = sub.add_parser("report", help="print the merged redirect audit from HPU_SHIM_REPORT files")
+    p.add_argument("path", nargs="?", help="JSON-lines file (default: $HPU_SHIM_REPORT)")
+    p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("demo", help="run the shim on the emulated HPU and print what it redirected")
+    p.add_argument("--lmcache", metavar="DIR", help="directory holding an LMCache release (default: toy package)")
+    p.set_defaults(func=_cmd_demo)
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,65 @@
+"""Helpers shared by the test modules (imported as `_helpers`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: A CUDA-written package; installed under several names (in scope and control).
+CUDA_PKG = '''
+import torch
+import torch.cuda
+import torch.cuda as tc
+from torch import cuda
+from torch.cuda import Stream
+AVAILABLE_AT_IMPORT = torch.cuda.is_available()
+
+def forms():
+    return {"torch.cuda": torch.cuda, "tc": tc, "cuda": cuda, "Stream": Stream}
+
+def current_device():
+    return torch.cuda.current_device()
+
+def lazy_import_current_device():
+    import torch.cuda as lazy
+    from torch.cuda import current_device as cd
+    return lazy.current_device(), cd()
+
+def tensor_cuda(t):
+    return t.cuda()
+
+def tensor_to(t, dev="cuda"):
+    return t.to(dev)
+
+def factory(dev="cuda"):
+    return torch.empty(2, device=dev)
+
+def make_device(*args, **kwargs):
+    return torch.device(*args, **kwargs)
+'''
+
+
+def clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPU_SHIM") and k not in ("PYTHONPATH",)}
+    env.update(extra)
+    return env
+
+
+def run_py(code: str, *, path: list | tuple = (), env: dict | None = None, args: list | None = None,
+           timeout: float = 120, check: bool = True, cwd=None) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter with the repo and `path` on PYTHONPATH."""
+    env = clean_env(**(env or {}))
+    pythonpath = [str(p) for p in path] + [str(REPO)]
+    if env.get("PYTHONPATH"):
+        pythonpath.insert(0, env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    proc = subprocess.run([sys.executable, *(args or []), "-c", textwrap.dedent(code)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"subprocess failed rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc

@@ -1,0 +1,40 @@
+"""Shared fixtures. The pytest process itself runs with HPU_SHIM=0 so that importing
+hpu_shim does not install it; tests install explicitly or run a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["HPU_SHIM"] = "0"
+os.environ.setdefault("LMCACHE_TRACK_USAGE", "false")
+
+import pytest  # noqa: E402
+
+from _helpers import CUDA_PKG  # noqa: E402
+
+pytest_plugins = ["hpu_shim.testing.pytest_plugin"]
+
+
+@pytest.fixture
+def pkgs(tmp_path):
+    """A tmp dir with `lmcache` (in scope), `otherpkg` and `lmcache_vllm` (out of scope)."""
+    for name in ("lmcache", "otherpkg", "lmcache_vllm"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(CUDA_PKG)
+        (tmp_path / name / "sub.py").write_text("import torch\ndef avail():\n    return torch.cuda.is_available()\n")
+    return tmp_path
+
+
+@pytest.fixture
+def shim(pkgs, monkeypatch):
+    """In-process shim on the cpu backend with `pkgs` importable; fully undone afterwards."""
+    import hpu_shim
+
+    monkeypatch.syspath_prepend(str(pkgs))
+    before = set(sys.modules)
+    yield hpu_shim
+    hpu_shim.uninstall()
+    for name in set(sys.modules) - before:
+        if name.split(".")[0] in ("lmcache", "otherpkg", "lmcache_vllm"):
+            del sys.modules[name]

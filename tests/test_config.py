@@ -1,0 +1,84 @@
+"""hpu_shim._config: every variable parses, and every bad value names variable, value and choices."""
+
+import pytest
+
+from hpu_shim import _config
+from hpu_shim._config import ShimConfigError
+
+from _helpers import run_py
+
+
+def test_defaults():
+    c = _config.load({})
+    assert (c.enabled, c.scope, c.backend, c.strict, c.report_path, c.log_level) == (
+        None, ("lmcache",), "auto", False, None, None)
+
+
+def test_values_parse(tmp_path):
+    c = _config.load({"HPU_SHIM": "1", "HPU_SHIM_SCOPE": " lmcache , my_pkg,lmcache", "HPU_SHIM_BACKEND": "CPU",
+                      "HPU_SHIM_STRICT": "1", "HPU_SHIM_REPORT": str(tmp_path / "r.jsonl"),
+                      "HPU_SHIM_LOG_LEVEL": "debug"})
+    assert c.enabled is True and c.scope == ("lmcache", "my_pkg") and c.backend == "cpu"
+    assert c.strict is True and c.report_path.endswith("r.jsonl") and c.log_level == "DEBUG"
+
+
+def test_explicit_arguments_win():
+    c = _config.load({"HPU_SHIM_BACKEND": "hpu", "HPU_SHIM_SCOPE": "a"}, scope=["b", "c"], backend="cpu", strict=True)
+    assert (c.scope, c.backend, c.strict) == (("b", "c"), "cpu", True)
+
+
+BAD = [
+    ("HPU_SHIM", "yes", "0 or 1"),
+    ("HPU_SHIM_SCOPE", "lmcache.v1", "package names"),
+    ("HPU_SHIM_SCOPE", "lm-cache", "package names"),
+    ("HPU_SHIM_SCOPE", ",", "package names"),
+    ("HPU_SHIM_SCOPE", "class", "package names"),
+    ("HPU_SHIM_BACKEND", "gpu", "auto, hpu, cpu"),
+    ("HPU_SHIM_STRICT", "true", "0 or 1"),
+    ("HPU_SHIM_REPORT", "/nonexistent-dir/x.jsonl", "existing directory"),
+    ("HPU_SHIM_LOG_LEVEL", "loud", "DEBUG"),
+]
+
+
+@pytest.mark.parametrize("var,value,accepted", BAD)
+def test_bad_value_message(var, value, accepted):
+    with pytest.raises(ShimConfigError) as err:
+        _config.load({var: value})
+    msg = str(err.value)
+    assert var in msg and repr(value) in msg and accepted in msg
+
+
+@pytest.mark.parametrize("var,value,accepted", BAD)
+def test_bad_value_on_import_raises_clearly(var, value, accepted):
+    env = {"HPU_SHIM": "1", var: value}
+    proc = run_py("import hpu_shim", env=env, check=False)
+    assert proc.returncode != 0
+    assert "ShimConfigError" in proc.stderr and var in proc.stderr and accepted in proc.stderr
+
+
+@pytest.mark.parametrize("var,value,accepted", BAD)
+def test_bad_value_under_sitecustomize_is_logged_and_idle(var, value, accepted):
+    from _helpers import REPO
+
+    env = {"HPU_SHIM": "1", var: value, "PYTHONPATH": str(REPO / "sitecustomize")}
+    proc = run_py("""
+        import sys, sitecustomize
+        assert sitecustomize.loaded is False
+        shim = sys.modules.get("hpu_shim")
+        assert shim is None or shim.status()["installed"] is False, shim.status()
+        print("IDLE")
+    """, env=env)
+    assert "IDLE" in proc.stdout
+    assert var in proc.stderr and accepted in proc.stderr and "stays idle" in proc.stderr
+
+
+def test_bad_install_arguments():
+    import hpu_shim
+
+    with pytest.raises(ShimConfigError, match="install\\(backend=...\\)='cuda'.*auto, hpu, cpu"):
+        hpu_shim.install(backend="cuda")
+    with pytest.raises(ShimConfigError, match="strict"):
+        hpu_shim.install(strict="yes")
+    with pytest.raises(ShimConfigError, match="package names"):
+        hpu_shim.install(scope="lmcache.v1")
+    assert hpu_shim.status()["installed"] is False

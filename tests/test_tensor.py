@@ -1,0 +1,53 @@
+"""hpu_shim._tensor: Tensor.cuda redirects only for in-scope callers; uninstall restores exactly."""
+
+import pytest
+import torch
+
+
+def test_tensor_cuda_in_and_out_of_scope(shim):
+    assert "cuda" not in torch.Tensor.__dict__
+    shim.install(backend="cpu")
+    import lmcache
+    import otherpkg
+
+    assert lmcache.tensor_cuda(torch.ones(2)).device == torch.device("cpu")
+    with pytest.raises((AssertionError, RuntimeError)):
+        otherpkg.tensor_cuda(torch.ones(2))
+    with pytest.raises((AssertionError, RuntimeError)):
+        torch.ones(2).cuda()  # this test module is out of scope
+    shim.uninstall()
+    assert "cuda" not in torch.Tensor.__dict__
+    assert torch.Tensor.cuda is torch._C.TensorBase.cuda
+
+
+def test_class_patch_covers_code_the_rewrite_tier_missed(shim, pkgs):
+    (pkgs / "lmcache" / "dyn.py").write_text("def go(t):\n    return getattr(t, 'cuda')()\n")
+    shim.install(backend="cpu")
+    import lmcache.dyn
+
+    assert lmcache.dyn.go(torch.ones(1)).device.type == "cpu"
+    assert any(r.api == "Tensor.cuda" and r.site == "lmcache/dyn.py:2" for r in shim.report())
+
+
+def test_to_and_device_kwargs_in_scope_only(shim):
+    shim.install(backend="cpu")
+    import lmcache
+    import otherpkg
+
+    assert lmcache.tensor_to(torch.ones(1)).device.type == "cpu"
+    assert lmcache.tensor_to(torch.ones(1), "cuda:1").device.type == "cpu"
+    assert lmcache.factory().device.type == "cpu"
+    assert lmcache.tensor_to(torch.ones(1), torch.float64).dtype == torch.float64  # non-device args untouched
+    with pytest.raises((AssertionError, RuntimeError)):
+        otherpkg.factory()
+    with pytest.raises((AssertionError, RuntimeError)):
+        otherpkg.tensor_to(torch.ones(1))
+
+
+def test_tensor_to_is_never_patched(shim):
+    before = torch.Tensor.to
+    shim.install(backend="cpu")
+    import lmcache  # noqa: F401
+
+    assert torch.Tensor.to is before
+    assert shim.status()["patched_attributes"] == ["torch.Tensor.cuda (inherited)"]
