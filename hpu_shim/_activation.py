@@ -371,6 +371,17 @@ class Runtime:
 RUNTIME = Runtime()
 
 
+def original_environ() -> dict:
+    """The environment as it was before install() exported HPU_SHIM=1 and PYTHONPATH."""
+    env = dict(os.environ)
+    for key, value in (RUNTIME._env_saved or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
 def _write_report_at_exit() -> None:
     path = os.environ.get("HPU_SHIM_REPORT") or (RUNTIME.config.report_path if RUNTIME.config else None)
     if not path:

@@ -135,7 +135,11 @@ def merge(rows: Iterable[dict]) -> list[dict]:
                                     "count": 0, "pids": set()})
         m["count"] += int(row.get("count", 1))
         m["pids"].add(row.get("pid"))
-    return sorted(merged.values(), key=lambda m: (m["site"], m["api"]))
+    def order(m: dict) -> tuple:
+        path, _, line = m["site"].rpartition(":")
+        return (path, int(line) if line.isdigit() else 0, m["api"])
+
+    return sorted(merged.values(), key=order)
 
 
 def render_table(rows: list[dict]) -> str:
@@ -146,7 +150,7 @@ def render_table(rows: list[dict]) -> str:
         (r["category"], Record(r["category"], r["api"], r["args"], r["target"], r["site"]).call, r["target"], r["site"], str(r["count"]), str(len(r["pids"])))
         for r in rows
     ]
-    widths = [min(60, max(len(h), *(len(b[i]) for b in body))) for i, h in enumerate(header)]
+    widths = [min(72, max(len(h), *(len(b[i]) for b in body))) for i, h in enumerate(header)]
 
     def fmt(cols):
         return "  ".join(c[:w].ljust(w) for c, w in zip(cols, widths)).rstrip()

@@ -34,6 +34,13 @@ def diagnose() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     add = lambda check, value, level="ok": rows.append((check, str(value), level))  # noqa: E731
     add("python", f"{platform.python_version()} ({sys.executable})")
+    if os.environ.get("HPU_SHIM_FAKE_HPU", "").strip() == "1":  # as sitecustomize would
+        try:
+            from .testing import install_emulator
+
+            install_emulator()
+        except Exception as exc:
+            add("emulated HPU", f"HPU_SHIM_FAKE_HPU=1 but it could not be installed: {exc}", "error")
     try:
         import torch
 
@@ -41,7 +48,9 @@ def diagnose() -> list[tuple[str, str, str]]:
     except Exception as exc:  # torch is the user's; report, don't crash
         torch = None
         add("torch", f"not importable: {exc}", "error")
-    add("habana_frameworks", "installed" if _find("habana_frameworks") else "not installed", "info")
+    hf = sys.modules.get("habana_frameworks")
+    add("habana_frameworks", "emulated stub (hpu_shim.testing)" if getattr(hf, "__hpu_shim_emulated__", False)
+        else "installed" if _find("habana_frameworks") else "not installed", "info")
     emulated = False
     try:
         from . import testing
@@ -64,7 +73,9 @@ def diagnose() -> list[tuple[str, str, str]]:
         else "eager: PT_HPU_LAZY_MODE unset (current Habana default 0; SW 1.17 defaulted to lazy)", "info")
     add("lmcache", _version("lmcache") or "not installed", "info")
     try:
-        config = _config.load()
+        from ._activation import original_environ
+
+        config = _config.load(original_environ())
         add("HPU_SHIM", {None: "unset (import hpu_shim installs)", True: "1", False: "0 (disabled)"}[config.enabled])
         add("scope", ",".join(config.scope))
         from .backends import probe_hpu
