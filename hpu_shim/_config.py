@@ -141,5 +141,11 @@ def load(
 
 
 def apply_log_level(config: Config) -> None:
+    """HPU_SHIM_LOG_LEVEL sets the level and, if nobody configured the logger, a stderr handler."""
     if config.log_level:
-        logging.getLogger("hpu_shim").setLevel(config.log_level)
+        logger = logging.getLogger("hpu_shim")
+        logger.setLevel(config.log_level)
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(f"hpu_shim[{os.getpid()}] %(levelname)s: %(message)s"))
+            logger.addHandler(handler)
