@@ -80,6 +80,7 @@ class Runtime:
         self.compat: Any = None
         self.shimmed: list[str] = []
         self.late: list[str] = []
+        self.stand_ins: list[str] = []
         self.unknown: dict[tuple[str, str], int] = {}
         self._redirect_cache: dict[str, Any] = {}
         self._descriptions: dict[str, str] = {}
@@ -93,11 +94,12 @@ class Runtime:
         return self.installed
 
     def module_override(self, fullname: str) -> Any:
-        if not self.module_overrides or fullname not in self.module_overrides:
+        """A spec for a compat stand-in (e.g. ``lmcache.c_ops``), or None for the real module."""
+        if fullname not in self.module_overrides and self.resolved:
             return None
         self.ensure_backend()
-        factory = self.module_overrides.get(fullname) if self.active else None
-        return factory(fullname) if factory is not None else None
+        build = self.module_overrides.get(fullname) if self.active else None
+        return _hook.stand_in_spec(fullname, build, self) if build is not None else None
 
     # ---- install / uninstall --------------------------------------------------------------------
     def install(self, scope: Any = None, backend: str | None = None, strict: bool | None = None,
@@ -149,7 +151,7 @@ class Runtime:
             self.overlay, self.module_overrides, self.compat = {}, {}, None
             self._redirect_cache.clear()
             self._descriptions.clear()
-            self.shimmed, self.late = [], []
+            self.shimmed, self.late, self.stand_ins = [], [], []
             return self.status()
 
     def ensure_backend(self) -> None:
@@ -188,8 +190,15 @@ class Runtime:
         d["__builtins__"] = self.builtins
         d[_rewrite.HELPER_NAME] = self.helper
 
-    def note_shimmed(self, name: str) -> None:
-        self.shimmed.append(name)
+    def note_stand_in(self, name: str) -> None:
+        self.stand_ins.append(name)
+
+    def note_shimmed(self, module: Any) -> None:
+        """Called after an in-scope module ran: record it, then apply its compat fix-ups."""
+        self.shimmed.append(module.__name__)
+        fixup = getattr(self.compat, "post_exec", {}).get(module.__name__)
+        if fixup is not None:
+            fixup(module, self)
 
     def proxy_for_module(self, module: Any) -> Any:
         """``from torch[.cuda[.x]] import ...`` -> the proxy standing for that module."""
@@ -361,7 +370,7 @@ class Runtime:
             "shimmed_modules": list(self.shimmed),
             "late_modules": list(self.late),
             "patched_attributes": self.patches.describe() + [f"{label} (retrofit)" for label in self.undo.labels()],
-            "module_overrides": sorted(self.module_overrides),
+            "stand_in_modules": list(self.stand_ins),
             "compat": getattr(self.compat, "name", None),
             "unknown_apis": [f"{api} @ {site} (x{n})" for (api, site), n in self.unknown.items()],
             "pid": os.getpid(),

@@ -140,7 +140,33 @@ class _ShimLoader(importlib.abc.Loader):
             loader.exec_module(module)
         else:
             exec(rewritten_code(loader, path), module.__dict__)
-        rt.note_shimmed(module.__name__)
+        rt.note_shimmed(module)
+
+
+class _StandInLoader(importlib.abc.Loader):
+    """Builds a compat stand-in module (e.g. torch-native ``lmcache.c_ops``) instead of the real one."""
+
+    def __init__(self, build: Any, rt: "Runtime"):
+        self._build = build
+        self._rt = rt
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        self._build(module)
+        frame = sys._getframe(1)
+        while frame is not None and (frame.f_globals.get("__name__") not in self._rt.scope
+                                     or frame.f_globals.get("__name__") == module.__name__):
+            frame = frame.f_back
+        if frame is not None:
+            self._rt.audit.hit(frame, "modified", f"import {module.__name__}",
+                               f"{getattr(module, '__hpu_shim_stand_in__', 'hpu_shim stand-in')}")
+        self._rt.note_stand_in(module.__name__)
+
+
+def stand_in_spec(fullname: str, build: Any, rt: "Runtime") -> Any:
+    return importlib.util.spec_from_loader(fullname, _StandInLoader(build, rt), origin="hpu_shim stand-in")
 
 
 class ScopedFinder(importlib.abc.MetaPathFinder):

@@ -17,7 +17,10 @@ __all__ = ["Profile", "PROFILES", "activate", "lmcache_version"]
 class Profile:
     name: str
     overlay: dict = dataclasses.field(default_factory=dict)
-    module_overrides: dict[str, Callable[[str], Any]] = dataclasses.field(default_factory=dict)
+    #: module name -> fills a fresh module object with a stand-in (e.g. torch-native lmcache.c_ops)
+    module_overrides: dict[str, Callable[[Any], None]] = dataclasses.field(default_factory=dict)
+    #: module name -> fix-up run right after that in-scope module executed (patches go through rt.patches)
+    post_exec: dict[str, Callable[[Any, Any], None]] = dataclasses.field(default_factory=dict)
 
     def deactivate(self, rt: Any) -> None:
         pass
