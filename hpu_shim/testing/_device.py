@@ -1,0 +1,493 @@
+"""The emulated ``hpu`` device: a wrapper tensor subclass plus PrivateUse1 kernels.
+
+Why this design: stock CPU torch cannot allocate real PrivateUse1 storage from Python,
+so an ``HPUTensor`` is a ``_make_wrapper_subclass`` tensor whose metadata says
+``device='hpu:0'`` and which holds a *host* tensor (``_host``) with identical
+sizes/strides/offset.  ``__torch_dispatch__`` runs every aten op on the host tensors
+and re-wraps the results, so views alias (they share the host storage) and in-place
+ops write through.  Factories reach the ``PrivateUse1`` kernels registered here.
+Wrappers use ``dispatch_sizes_strides_policy="sizes"``: sizes/strides are read from the
+host tensor on demand, so ``resize_`` and ``out=`` ops (e.g. ``arange``) stay correct.
+
+Fidelity decisions (hpu_ecosystem.md):
+* One device per process (A1): only ``hpu`` / ``hpu:0`` are valid.
+* Mixing host and device tensors in one op raises like a real device backend; 0-dim
+  CPU tensors are allowed (as on CUDA).  Index arguments: ``index_select``,
+  ``index_copy_``, ``index_add_``, ``gather``, ``scatter`` ... require the index on the
+  device (CUDA raises there too); only advanced indexing (``aten::index``,
+  ``aten::index_put_``: ``x[idx]``, ``x[idx] = v``) accepts host indices, because
+  CUDA/XLA copy those indices to the device.
+* Pinned memory is unsupported on HPU (A5): pin requests raise instead of silently
+  returning unpinned memory.
+* Lazy mode (A3): every op joins the pending graph; device->host reads flush it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import torch
+from torch.utils._pytree import tree_map
+
+from . import _counters, _lazy
+from ._memory import TRACKER
+
+aten = torch.ops.aten
+_CPU = torch.device("cpu")
+_HPU: Optional[torch.device] = None  # set by register(); only valid after the rename
+_ALL = frozenset({"*"})
+
+#: Ops that move data between host and device: host tensors of any rank are fine.
+_TRANSFER_OPS = frozenset({
+    "aten::copy_", "aten::copy", "aten::_copy_from", "aten::_copy_from_and_resize",
+    "aten::_to_copy", "aten::lift_fresh", "aten::lift", "aten::lift_fresh_copy",
+})
+#: Ops whose named arguments may stay on the host (advanced indexing, as on CUDA).
+_HOST_ARGS_OK: Dict[str, frozenset] = {
+    "aten::index": frozenset({"indices"}),
+    "aten::_unsafe_index": frozenset({"indices"}),
+    "aten::index_put": frozenset({"indices"}),
+    "aten::index_put_": frozenset({"indices"}),
+    "aten::_index_put_impl_": frozenset({"indices"}),
+    "aten::_unsafe_index_put": frozenset({"indices"}),
+}
+#: Ops whose result is read on the host: they complete the device work (lazy flush).
+#: Value: does the op move the tensor's bytes to the host (counted as d2h)?
+_HOST_READ_OPS: Dict[str, bool] = {
+    "aten::_local_scalar_dense": True,  # .item(), bool(t), int(t)
+    "aten::equal": False,
+    "aten::allclose": False,
+    "aten::is_nonzero": False,
+}
+#: Metadata queries: answered from the host tensor (sizes are live, see HPUTensor), not
+#: counted as device ops and not part of lazy graphs.
+_METADATA_OPS = frozenset({
+    "aten::dim", "aten::size", "aten::sym_size", "aten::stride", "aten::sym_stride",
+    "aten::numel", "aten::sym_numel", "aten::storage_offset", "aten::sym_storage_offset",
+    "aten::is_contiguous", "aten::is_strides_like_format", "aten::is_non_overlapping_and_dense",
+    "aten::is_pinned", "aten::is_same_size", "aten::_has_compatible_shallow_copy_type",
+})
+#: (dst index, src index) of copy ops, to classify h2d / d2h transfers.
+_COPY_ARGS: Dict[str, Tuple[int, int]] = {
+    "aten::copy_": (0, 1), "aten::copy": (0, 1),
+    "aten::_copy_from": (1, 0), "aten::_copy_from_and_resize": (1, 0),
+}
+#: Conversions whose ``device`` argument may move data to the host (d2h).
+_TO_OPS = frozenset({"aten::_to_copy", "aten::to"})
+
+PIN_MEMORY_ERROR = (
+    "habana allocator doesn't support pinned memory (emulated HPU): pinning host memory "
+    "is unsupported on HPU (hpu_ecosystem.md A5); allocate with pin_memory=False"
+)
+
+
+class HPUTensor(torch.Tensor):
+    """A tensor on the emulated ``hpu:0``; data lives in ``self._host`` (a CPU tensor)."""
+
+    _host: torch.Tensor
+    # No torch_function subclass propagation: results are decided in __torch_dispatch__.
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        return dispatch(func, args, kwargs or {})
+
+    # -- host-visible behaviour a device tensor has ---------------------------------
+    def data_ptr(self) -> int:
+        """Address of the first element: stable, distinct per storage, view offsets apply."""
+        return self._host.data_ptr()
+
+    def untyped_storage(self) -> "HPUStorage":
+        """The device storage: shared by views, same ``data_ptr``/``nbytes`` as on a device."""
+        return HPUStorage(self._host.untyped_storage())
+
+    def storage(self):
+        raise RuntimeError(
+            "TypedStorage (Tensor.storage()) of emulated hpu tensors is not supported; "
+            "use Tensor.untyped_storage()"
+        )
+
+    _typed_storage = storage
+
+    def __deepcopy__(self, memo):
+        if id(self) not in memo:
+            with torch.no_grad():
+                copy = self.clone()
+            memo[id(self)] = copy.requires_grad_(self.requires_grad)
+        return memo[id(self)]
+
+    def __reduce_ex__(self, protocol):
+        """Pickle/torch.save through a host copy (a counted d2h); loading needs the emulator."""
+        return _rebuild_on_hpu, (self.detach().cpu(), self.requires_grad)
+
+    def tolist(self):
+        return self.cpu().tolist()  # a real device->host transfer (counted)
+
+    def numpy(self, *, force: bool = False):
+        raise TypeError(
+            f"can't convert {self.device} device type tensor to numpy. "
+            "Use Tensor.cpu() to copy the tensor to host memory first."
+        )
+
+    def __repr__(self, *, tensor_contents=None) -> str:
+        text = repr(self.cpu())  # printing reads the device: a counted d2h, flushes lazy graphs
+        return f"{text[:-1]}, device='{self.device}')"
+
+
+def _rebuild_on_hpu(host: torch.Tensor, requires_grad: bool) -> torch.Tensor:
+    return host.to("hpu").requires_grad_(requires_grad)
+
+
+class HPUStorage:
+    """Stand-in for ``torch.UntypedStorage`` of an hpu tensor.
+
+    Deliberately NOT an UntypedStorage: a real PrivateUse1 storage pointing at host
+    memory makes torch's C++ storage ops (copy, deepcopy, repr) dereference it as device
+    memory and segfault.  Exposes what device-agnostic code reads: ``data_ptr``,
+    ``nbytes``, ``size``, ``device``; ``cpu()`` is a counted device->host copy.
+    """
+
+    __slots__ = ("_host",)
+
+    def __init__(self, host: torch.UntypedStorage) -> None:
+        self._host = host
+
+    @property
+    def device(self) -> torch.device:
+        return _HPU
+
+    is_cuda = False
+    is_sparse = False
+
+    def data_ptr(self) -> int:
+        return self._host.data_ptr()
+
+    def nbytes(self) -> int:
+        return self._host.nbytes()
+
+    def size(self) -> int:
+        return self._host.size()
+
+    __len__ = size
+
+    def element_size(self) -> int:
+        return 1
+
+    def is_pinned(self, device=None) -> bool:
+        return False
+
+    def untyped(self) -> "HPUStorage":
+        return self
+
+    def cpu(self) -> torch.UntypedStorage:
+        out = torch.UntypedStorage(self.nbytes())
+        out.copy_(self._host)
+        _counters.bump("d2h_bytes", self.nbytes())
+        _counters.bump("d2h_copies")
+        _lazy.implicit_flush()
+        return out
+
+    def tolist(self):
+        return self.cpu().tolist()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, HPUStorage) and other.data_ptr() == self.data_ptr() and other.nbytes() == self.nbytes()
+
+    def __hash__(self) -> int:
+        return hash((self.data_ptr(), self.nbytes()))
+
+    def __repr__(self) -> str:
+        return f"<UntypedStorage(device=hpu:0) of {self.nbytes()} bytes at {self.data_ptr():#x} (emulated)>"
+
+
+# -- op metadata cache -------------------------------------------------------------------
+class _OpInfo(NamedTuple):
+    name: str                 # schema name, e.g. "aten::index_select"
+    label: str                # overload, e.g. "aten.index_select.default"
+    arg_names: Tuple[str, ...]
+    mutable: bool
+    generator_index: Optional[int]
+    device_index: Optional[int]   # position of a `device` argument (factories, to, _to_copy)
+    metadata: bool
+    host_ok: frozenset
+
+
+_OP_INFO: Dict[Any, _OpInfo] = {}
+
+
+def _op_info(func) -> _OpInfo:
+    info = _OP_INFO.get(func)
+    if info is None:
+        schema = func._schema
+        names = tuple(a.name for a in schema.arguments)
+        gen = names.index("generator") if "generator" in names else None
+        dev = names.index("device") if "device" in names else None
+        host_ok = _ALL if schema.name in _TRANSFER_OPS else _HOST_ARGS_OK.get(schema.name, frozenset())
+        info = _OpInfo(schema.name, str(func), names, schema.is_mutable, gen, dev,
+                       schema.name in _METADATA_OPS, host_ok)
+        _OP_INFO[func] = info
+    return info
+
+
+# -- helpers -----------------------------------------------------------------------------
+def _hpu_device(device) -> torch.device:
+    """Validate a device argument against A1's one-device-per-process rule."""
+    dev = torch.device(device) if device is not None else _HPU
+    if dev.type != "hpu" or dev.index not in (None, 0):
+        raise RuntimeError(
+            f"Invalid device {dev}: the emulated HPU exposes exactly one device per process "
+            "(hpu_ecosystem.md A1); use 'hpu' or 'hpu:0'"
+        )
+    return _HPU
+
+
+def _named_tensors(info: _OpInfo, args, kwargs):
+    for name, value in list(zip(info.arg_names, args)) + list(kwargs.items()):
+        if isinstance(value, torch.Tensor):
+            yield name, value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, torch.Tensor):
+                    yield name, item
+
+
+def _check_devices(info: _OpInfo, args, kwargs) -> None:
+    if info.host_ok is _ALL:
+        return
+    for name, t in _named_tensors(info, args, kwargs):
+        if isinstance(t, HPUTensor):
+            continue
+        if t.device.type == "cpu" and (t.dim() == 0 or name in info.host_ok):
+            continue  # CPU scalars / host index lists are accepted, as on CUDA
+        raise RuntimeError(
+            f"Expected all tensors to be on the same device, but found at least two devices, "
+            f"{_HPU} and {t.device}! (when checking argument for argument {name} in method "
+            f"{info.label}) [emulated HPU]"
+        )
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _lazy_item(info: _OpInfo, args) -> tuple:
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    return (info.label, tuple(tuple(t.shape) for t in tensors), tuple(str(t.dtype) for t in tensors))
+
+
+def _note_op(info: _OpInfo, args) -> None:
+    _counters.bump("hpu_ops")
+    if _lazy.is_lazy():
+        _counters.record_op(_lazy_item(info, args))
+
+
+def _account_transfer(info: _OpInfo, args, out_on_hpu: bool) -> None:
+    """Count h2d/d2h copies and bytes; any read on the host flushes the lazy graph (A3)."""
+    d2h: Optional[int] = None
+    if info.name in _COPY_ARGS:
+        dst_i, src_i = _COPY_ARGS[info.name]
+        dst_dev, src_dev = isinstance(args[dst_i], HPUTensor), isinstance(args[src_i], HPUTensor)
+        if dst_dev and not src_dev:
+            _counters.bump("h2d_bytes", _nbytes(args[src_i]))
+            _counters.bump("h2d_copies")
+        elif src_dev and not dst_dev:
+            d2h = _nbytes(args[src_i])
+    elif info.name in _TO_OPS and not out_on_hpu:
+        d2h = _nbytes(args[0])
+    elif info.name in _HOST_READ_OPS:
+        if not _HOST_READ_OPS[info.name]:
+            _lazy.implicit_flush()  # a bool result reaches the host, no tensor copy
+            return
+        d2h = args[0].element_size()
+    if d2h is not None:
+        _counters.bump("d2h_bytes", d2h)
+        _counters.bump("d2h_copies")
+        _lazy.implicit_flush()
+
+
+def wrap(host: torch.Tensor) -> HPUTensor:
+    """Make the hpu wrapper for a host tensor and account its storage as device memory."""
+    TRACKER.track(host.untyped_storage())
+    if torch.is_inference_mode_enabled():
+        # Wrappers must not be inference tensors, or views of them fail
+        # ("Cannot set version_counter for inference tensor").
+        with torch.inference_mode(False):
+            return _make_wrapper(host)
+    return _make_wrapper(host)
+
+
+def _make_wrapper(host: torch.Tensor) -> HPUTensor:
+    t = torch.Tensor._make_wrapper_subclass(
+        HPUTensor, host.size(), strides=host.stride(), storage_offset=host.storage_offset(),
+        dtype=host.dtype, layout=host.layout, device=_HPU, requires_grad=False,
+        dispatch_sizes_strides_policy="sizes",
+    )
+    t._host = host
+    return t
+
+
+def host_of(t: torch.Tensor) -> torch.Tensor:
+    """The host tensor behind an hpu tensor (test helper: reads without counting)."""
+    if not isinstance(t, HPUTensor):
+        raise TypeError(f"not an emulated hpu tensor: {type(t).__name__} on {t.device}")
+    return t._host
+
+
+# -- the dispatcher --------------------------------------------------------------------
+def dispatch(func, args, kwargs):
+    """Run ``func`` on host tensors, then re-wrap results that live on the device."""
+    info = _op_info(func)
+    if info.metadata:
+        return func(*[a._host if isinstance(a, HPUTensor) else a for a in args], **kwargs)
+    _check_devices(info, args, kwargs)
+    if kwargs.get("pin_memory"):
+        raise RuntimeError(PIN_MEMORY_ERROR)
+
+    wrappers: Dict[int, HPUTensor] = {}
+    passthrough = set()
+
+    def unwrap(x):
+        if isinstance(x, HPUTensor):
+            wrappers[id(x._host)] = x
+            return x._host
+        if isinstance(x, torch.Tensor):
+            if x.device.type == "hpu":  # a PrivateUse1 tensor not made by the emulator
+                raise RuntimeError("hpu tensor without emulator backing (created outside hpu_shim.testing)")
+            passthrough.add(id(x))
+        return x
+
+    host_args = list(tree_map(unwrap, tuple(args)))
+    host_kwargs = tree_map(unwrap, dict(kwargs))
+    out_on_hpu = _retarget_device(info, host_args, host_kwargs)
+    if info.generator_index is not None:
+        _use_hpu_generator(info.generator_index, host_args, host_kwargs)
+
+    _note_op(info, args)
+    with torch._C._AutoDispatchBelowADInplaceOrView():
+        out = func(*host_args, **host_kwargs)
+    _account_transfer(info, args, out_on_hpu)
+    if info.mutable:  # resize_ / out= may have grown a storage in place
+        for w in wrappers.values():
+            TRACKER.resized(w._host.untyped_storage())
+
+    def rewrap(x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        if id(x) in passthrough:
+            return x
+        if not out_on_hpu:  # result requested on the host: never alias device memory
+            ptr = x.untyped_storage().data_ptr()
+            aliased = any(w._host.untyped_storage().data_ptr() == ptr for w in wrappers.values())
+            return x.clone() if aliased and ptr else x
+        if id(x) in wrappers:  # in-place / out= result: the caller's own hpu tensor
+            return wrappers[id(x)]
+        return wrap(x)
+
+    return tree_map(rewrap, out)
+
+
+def _retarget_device(info: _OpInfo, host_args: list, host_kwargs: dict) -> bool:
+    """Swap an explicit hpu ``device`` argument for cpu; return whether outputs live on hpu."""
+    i = info.device_index
+    if i is None:
+        return True
+    positional = i < len(host_args)
+    target = host_args[i] if positional else host_kwargs.get("device")
+    if target is None:
+        return True
+    target = torch.device(target)
+    if target.type != "hpu":
+        return False
+    _hpu_device(target)
+    if positional:
+        host_args[i] = _CPU
+    else:
+        host_kwargs["device"] = _CPU
+    return True
+
+
+HPU_GENERATOR = torch.Generator()
+
+
+def _use_hpu_generator(index: int, args: list, kwargs: dict) -> None:
+    """Random ops on hpu draw from torch.hpu's generator (seeded by torch.hpu.manual_seed)."""
+    if index < len(args):
+        if args[index] is None:
+            args[index] = HPU_GENERATOR
+    elif kwargs.get("generator") is None:
+        kwargs["generator"] = HPU_GENERATOR
+
+
+# -- PrivateUse1 kernels (reached by factories and Python-key-excluded paths) -----------------
+def _factory(make_host, device, pin_memory, nbytes: int, label: str):
+    _hpu_device(device)
+    if pin_memory:
+        raise RuntimeError(PIN_MEMORY_ERROR)
+    TRACKER.check(nbytes)
+    from . import _torch_hpu
+    _torch_hpu.mark_initialized()
+    _counters.bump("hpu_ops")
+    if _lazy.is_lazy():
+        _counters.record_op((label, (), ()))
+    return wrap(make_host())
+
+
+def _empty_memory_format(size, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    dtype = dtype or torch.get_default_dtype()
+    numel = 1
+    for s in size:
+        numel *= s
+    nbytes = numel * dtype.itemsize
+    return _factory(
+        lambda: torch.empty(size, dtype=dtype, layout=layout,
+                            memory_format=memory_format or torch.contiguous_format),
+        device, pin_memory, nbytes, "aten.empty.memory_format")
+
+
+def _empty_strided(size, stride, dtype=None, layout=None, device=None, pin_memory=None):
+    dtype = dtype or torch.get_default_dtype()
+    extent = 1 + sum((sz - 1) * st for sz, st in zip(size, stride)) if all(size) else 0
+    nbytes = extent * dtype.itemsize
+    return _factory(lambda: torch.empty_strided(size, stride, dtype=dtype, layout=layout),
+                    device, pin_memory, nbytes, "aten.empty_strided")
+
+
+def _copy_from(src, dst, non_blocking=False):
+    dispatch(aten.copy_.default, (dst, src, non_blocking), {})
+    return dst
+
+
+def _copy_from_and_resize(src, dst):
+    if not isinstance(dst, HPUTensor) and dst.shape != src.shape:
+        dst.resize_(src.shape)
+    return _copy_from(src, dst)
+
+
+def _refuse_pin(self, device=None):
+    raise RuntimeError(PIN_MEMORY_ERROR)
+
+
+_LIBS = []
+
+
+def register() -> None:
+    """Register kernels; call once, right after PrivateUse1 was renamed to 'hpu'."""
+    global _HPU
+    if _LIBS:
+        return
+    _HPU = torch.device("hpu", 0)
+    lib = torch.library.Library("aten", "IMPL")
+    for name, fn in (
+        ("empty.memory_format", _empty_memory_format),
+        ("empty_strided", _empty_strided),
+        ("_copy_from", _copy_from),
+        ("_copy_from_and_resize", _copy_from_and_resize),
+    ):
+        lib.impl(name, fn, "PrivateUse1")
+    # A5: the only accelerator in this process is HPU, which cannot pin host memory.
+    # `Tensor.pin_memory()` dispatches `_pin_memory` on CPU; it has no CPU kernel to
+    # override (it is CompositeExplicitAutograd), so this registration is warning-free.
+    lib.impl("_pin_memory", _refuse_pin, "CPU")
+    _LIBS.append(lib)
+    # torch.load(weights_only=True) must accept hpu tensors saved via __reduce_ex__.
+    torch.serialization.add_safe_globals([_rebuild_on_hpu])
