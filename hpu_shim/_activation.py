@@ -73,6 +73,7 @@ class Runtime:
         self.torch_proxy: Any = None
         self.cuda_proxy: Any = None
         self.device_type: Any = None
+        self.hpu_proxy: Any = None
         self.builtins: dict | None = None
         self.helper: _rewrite.RewriteRuntime | None = None
         self.overlay: dict[str, redirects.Redirect] = {}
@@ -174,6 +175,7 @@ class Runtime:
         self.torch_proxy = _proxy.TorchProxy(self, torch)
         self.cuda_proxy = _proxy.CudaProxy(self, torch.cuda)
         self.device_type = _proxy.make_device_type(self)
+        self.hpu_proxy = _proxy.HpuProxy(self, torch.hpu) if backend.name == "hpu" else None
         self.builtins = _hook.shim_builtins(self)
         self.helper = _rewrite.RewriteRuntime(self)
         from . import _tensor, compat
@@ -323,6 +325,8 @@ class Runtime:
                     ns[attr] = torch.cuda
                 elif value is self.device_type:
                     ns[attr] = torch.device
+                elif value is self.hpu_proxy and self.hpu_proxy is not None:
+                    ns[attr] = torch.hpu
                 elif _proxy.is_proxy_object(value) and attr in redirects.REDIRECTS and hasattr(torch.cuda, attr):
                     ns[attr] = getattr(torch.cuda, attr)
 

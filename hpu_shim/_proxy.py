@@ -58,7 +58,29 @@ class TorchProxy(_ForwardingModule):
                 return rt.cuda_proxy
             if name == "device":
                 return rt.device_type
+            if name == "hpu" and rt.hpu_proxy is not None:
+                return rt.hpu_proxy
         return getattr(self._hpu_shim_real, name)
+
+
+class HpuProxy(_ForwardingModule):
+    """``torch.hpu`` in scope: only ``get_device_properties`` changes, from a str (A1) to an object
+    with ``.name``/``.total_memory``; LMCache 0.4.3 - 0.4.7 call ``.name`` on it."""
+
+    def __getattr__(self, name: str) -> Any:
+        rt = self._hpu_shim_rt
+        if rt.active and name == "get_device_properties":
+            return _hpu_device_properties(rt)
+        return getattr(self._hpu_shim_real, name)
+
+
+def _hpu_device_properties(rt: "Runtime") -> Any:
+    def get_device_properties(device: Any = None) -> Any:
+        rt.audit.hit(sys._getframe(1), "modified", "torch.hpu.get_device_properties",
+                     rt.describe("get_device_properties"), (device,) if device is not None else ())
+        return rt.backend.get_device_properties(device)
+
+    return get_device_properties
 
 
 class CudaProxy(_ForwardingModule):

@@ -64,6 +64,10 @@ class Backend:
     def is_current_stream_capturing(self) -> bool:
         return False
 
+    def cuda_unavailable(self) -> bool:
+        """For releases with native HPU support: their CUDA-only paths must stay off."""
+        return False
+
     def empty_cache(self) -> None:
         return None
 

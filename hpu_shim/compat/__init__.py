@@ -1,16 +1,29 @@
 """Per-LMCache-release compatibility: what each release needs beyond the generic redirect.
 
-A *profile* is chosen from the installed LMCache version (read from package metadata, never by
-importing LMCache) and may add rows over the redirect table (``overlay``) and module stand-ins
-(``module_overrides``, e.g. ``lmcache.c_ops``). Profiles are declared in ``PROFILES``.
+A *profile* is chosen from the installed LMCache version (package metadata; LMCache is never
+imported for this) and may add rows over the redirect table (``overlay``), stand-in modules
+(``module_overrides``) and fix-ups run right after an in-scope module executed (``post_exec``).
+``PROFILES`` is the declarative table; the first row whose version range matches wins.
+
+* CUDA-only releases (< 0.4.3): ``torch.cuda.is_available()`` reports the HPU, so LMCache takes
+  its device paths; ``lmcache.c_ops`` becomes the torch-native stand-in; the vLLM paged connector
+  becomes the shim's batched HPU connector; device selection that asks vLLM for a CUDA platform
+  (0.3.10 - 0.4.2) answers "cuda", which the scope maps to the HPU.
+* Native-HPU releases (>= 0.4.3): ``torch.cuda.is_available()`` is False *inside LMCache only*
+  (what vllm-gaudi does process-wide) so LMCache's own HPU connector runs; the shim fixes what
+  still breaks on Gaudi: ``torch.hpu.get_device_properties(0).name`` (a str on HPU) and the
+  0.4.3 - 0.4.6 routing of ``use_layerwise`` into the CUDA connector.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable
 
-__all__ = ["Profile", "PROFILES", "activate", "lmcache_version"]
+from ..redirects import MISMATCH, Redirect
+
+__all__ = ["Profile", "PROFILES", "activate", "lmcache_version", "parse_version"]
 
 
 @dataclasses.dataclass
@@ -23,26 +36,123 @@ class Profile:
     post_exec: dict[str, Callable[[Any, Any], None]] = dataclasses.field(default_factory=dict)
 
     def deactivate(self, rt: Any) -> None:
-        pass
+        from . import c_ops
+
+        c_ops._buffers.clear()
 
 
 def lmcache_version() -> str | None:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover
-        return None
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("lmcache")
     except PackageNotFoundError:
         return None
 
 
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+# ---- fix-ups ---------------------------------------------------------------------------------------
+_UNSUPPORTED_CONNECTORS = {
+    "VLLMPagedMemGPUConnectorV3": ("the V3 connector is built on CUDA kernels", "Leave use_gpu_connector_v3 off."),
+    "VLLMBufferLayerwiseGPUConnector": ("layerwise blending needs CUDA kernels and streams",
+                                        "Set use_layerwise: false and enable_blending: false."),
+    "VLLMPagedMemLayerwiseGPUConnector": ("layerwise transfer is not supported on HPU (LMCache >= 0.4.7 refuses it "
+                                          "natively too)", "Set use_layerwise: false."),
+    "SGLangGPUConnector": ("the SGLang connector is CUDA-only", "Use vLLM (vllm-gaudi) on HPU."),
+    "SGLangLayerwiseGPUConnector": ("the SGLang connector is CUDA-only", "Use vLLM (vllm-gaudi) on HPU."),
+}
+
+
+def _fix_connectors(module: Any, rt: Any) -> None:
+    """Swap the release's CUDA connectors (defined in this module) for the shim's, in scope only."""
+    from lmcache.v1.memory_management import MemoryFormat  # imported by the connector module already
+
+    from .connector import make_paged_connector, make_unsupported_connector
+
+    release = rt.compat.name if rt.compat else "?"
+    own = {k: v for k, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__}
+    if "VLLMPagedMemGPUConnectorV2" in own:
+        rt.patches.patch(module, "VLLMPagedMemGPUConnectorV2",
+                         make_paged_connector(own["VLLMPagedMemGPUConnectorV2"], rt, MemoryFormat))
+    for name, (why, fix) in _UNSUPPORTED_CONNECTORS.items():
+        if name in own:
+            rt.patches.patch(module, name, make_unsupported_connector(own[name], release, why, fix))
+
+
+def _fix_torch_dev(module: Any, rt: Any) -> None:
+    """0.3.10 - 0.4.2 ask vLLM's platform for cuda/xpu and raise otherwise; on Gaudi answer "cuda"."""
+    if hasattr(module, "get_vllm_torch_dev"):
+        def get_vllm_torch_dev():
+            return rt.cuda_proxy, "cuda"  # "cuda" is the backend device inside the scope
+
+        get_vllm_torch_dev.__doc__ = "hpu_shim: the scope's CUDA is the HPU (LMCache has no HPU branch here)."
+        rt.patches.patch(module, "get_vllm_torch_dev", get_vllm_torch_dev)
+
+
+def _fix_layerwise_routing(module: Any, rt: Any) -> None:
+    """0.4.3 - 0.4.6 check use_layerwise before the device, so HPU lands in the CUDA layerwise connector."""
+    original = getattr(module, "CreateGPUConnector", None)
+    if original is None:
+        return
+
+    def CreateGPUConnector(config: Any, metadata: Any, engine: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(config, "use_layerwise", False) and rt.backend is not None and rt.backend.name == "hpu":
+            raise ValueError(
+                f"use_layerwise=True is not supported on HPU: LMCache {rt.compat.name} would route it to its CUDA "
+                f"layerwise connector (torch.cuda streams and kernels), and its HPU connector has no layerwise "
+                f"mode (LMCache >= 0.4.7 refuses it too). Set use_layerwise: false."
+            )
+        return original(config, metadata, engine, *args, **kwargs)
+
+    CreateGPUConnector.__wrapped__ = original  # type: ignore[attr-defined]
+    rt.patches.patch(module, "CreateGPUConnector", CreateGPUConnector)
+
+
+def _c_ops_stand_in(module: Any) -> None:
+    from . import c_ops
+
+    c_ops.build(module)
+
+
+_STAND_INS = {"lmcache.c_ops": _c_ops_stand_in, "lmcache.cuda_ops": _c_ops_stand_in}
+
+
+def _cuda_only(version: str | None) -> Profile:
+    return Profile(
+        name=f"{version} (CUDA-only: shim connector)",
+        module_overrides=dict(_STAND_INS),
+        post_exec={
+            "lmcache.v1.gpu_connector": _fix_connectors,
+            "lmcache.v1.gpu_connector.gpu_connectors": _fix_connectors,
+            "lmcache.integration.vllm.utils": _fix_torch_dev,
+        },
+    )
+
+
+_NATIVE_OFF = Redirect(MISMATCH, "cuda_unavailable",
+                       "LMCache has native HPU support: its CUDA-only paths stay off inside LMCache (vllm-gaudi does "
+                       "this process-wide)")
+
+
+def _native_hpu(version: str | None) -> Profile:
+    v = parse_version(version) or (0, 0, 0)
+    post_exec = {"lmcache.v1.gpu_connector": _fix_layerwise_routing} if v < (0, 4, 7) else {}
+    return Profile(name=f"{version} (native HPU connector)", overlay={"is_available": _NATIVE_OFF},
+                   module_overrides=dict(_STAND_INS), post_exec=post_exec)
+
+
 def _generic(version: str | None) -> Profile:
-    return Profile(name=f"lmcache {version}" if version else "generic")
+    return Profile(name=f"{version} (generic)" if version else "generic")
 
 
-#: (predicate on the version string, profile factory), first match wins.
-PROFILES: list[tuple[Callable[[str | None], bool], Callable[[str | None], Profile]]] = [
+#: (version predicate, profile factory): first match wins.
+PROFILES: list[tuple[Callable[[tuple | None], bool], Callable[[str | None], Profile]]] = [
+    (lambda v: v is not None and v < (0, 4, 3), _cuda_only),
+    (lambda v: v is not None, _native_hpu),
     (lambda v: True, _generic),
 ]
 
@@ -51,8 +161,9 @@ def activate(rt: Any) -> Profile | None:
     if "lmcache" not in rt.scope.packages:
         return None
     version = lmcache_version()
+    parsed = parse_version(version)
     for matches, factory in PROFILES:
-        if matches(version):
+        if matches(parsed):
             profile = factory(version)
             rt.overlay = dict(profile.overlay)
             rt.module_overrides = dict(profile.module_overrides)

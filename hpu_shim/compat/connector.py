@@ -1,0 +1,118 @@
+"""The shim's HPU connector for CUDA-only LMCache releases (0.3.x - 0.4.2).
+
+Their ``VLLMPagedMemGPUConnectorV2`` asserts ``device.type == "cuda"`` and moves KV with the
+compiled ``lmc_ops.multi_layer_kv_transfer`` over raw device pointers, which cannot exist on a
+Gaudi. The shim substitutes a *subclass* of the release's own class, inside the scope only: the
+constructor, ``from_metadata``, ``get_shape`` and the memory formats stay LMCache's, and only the
+transfer methods are replaced by ``kv_transfer``'s batched HPU path. Connectors the shim cannot run
+on HPU (layerwise, blending, V3, SGLang) are replaced by classes that fail at construction with a
+clear error instead of a CUDA assertion deep inside a transfer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import kv_transfer
+
+__all__ = ["make_paged_connector", "make_unsupported_connector"]
+
+
+def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
+    """A subclass of the release's ``VLLMPagedMemGPUConnectorV2`` that transfers with torch ops."""
+
+    class HPUPagedMemConnectorV2(base):  # type: ignore[misc, valid-type]
+        __doc__ = f"hpu_shim substitute for {base.__module__}.{base.__qualname__}: batched index_select/" \
+                  f"index_copy_ on the device, <= 2 mark_step + 1 synchronize per batched call."
+        __hpu_shim_substitute__ = f"{base.__module__}.{base.__qualname__}"
+
+        def _layers(self) -> list:
+            cached = getattr(self, "_hpu_shim_layers", None)
+            if cached is not None and cached[0] is self.kvcaches:
+                return cached[1]
+            if self.kvcaches is None:
+                raise ValueError("kvcaches should be provided in kwargs or initialized beforehand.")
+            layout, layers = kv_transfer.normalize(self.kvcaches, getattr(self, "use_mla", False))
+            self._hpu_shim_layers = (self.kvcaches, layers)
+            self.hpu_shim_layout = layout
+            self.device = layers[0][0].device
+            return layers
+
+        def _initialize_pointers(self, kv_caches: Any) -> None:  # no device pointers on HPU
+            self.kvcaches = kv_caches
+            self._layers()
+
+        def _slot_mapping(self, kwargs: dict) -> Any:
+            if "slot_mapping" not in kwargs:
+                raise ValueError("'slot_mapping' should be provided in kwargs.")
+            return kwargs["slot_mapping"]
+
+        def _format(self) -> Any:
+            fmt = memory_format
+            return fmt.KV_MLA_FMT if getattr(self, "use_mla", False) else fmt.KV_2LTD
+
+        def _check(self, memory_objs: list) -> None:
+            want = self._format()
+            for obj in memory_objs:
+                if obj.tensor is None:
+                    raise AssertionError("memory object has no tensor")
+                if obj.metadata.fmt != want:
+                    raise ValueError(f"The memory object should be in {want.name} format in order to be "
+                                     f"processed by {type(self).__name__}, got {obj.metadata.fmt}")
+
+        def batched_from_gpu(self, memory_objs, starts, ends, **kwargs):
+            memory_objs = list(memory_objs)
+            if not memory_objs:
+                return
+            self.initialize_kvcaches_ptr(**kwargs)
+            layers = self._layers()
+            host = kv_transfer.gather(layers, self._slot_mapping(kwargs), starts, ends, rt.backend.mark_step)
+            offset = 0
+            for obj, start, end in zip(memory_objs, starts, ends):
+                n = end - start
+                obj.tensor[:, :, :n].copy_(host[:, :, offset:offset + n])
+                offset += n
+                obj.metadata.fmt = self._format()
+
+        def batched_to_gpu(self, memory_objs, starts, ends, **kwargs):
+            import torch
+
+            memory_objs = list(memory_objs)
+            if not memory_objs:
+                return
+            self.initialize_kvcaches_ptr(**kwargs)
+            layers = self._layers()
+            self._check(memory_objs)
+            parts = [obj.tensor[:, :, : end - start] for obj, start, end in zip(memory_objs, starts, ends)]
+            host = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+            kv_transfer.scatter(layers, host, self._slot_mapping(kwargs), starts, ends,
+                                rt.backend.mark_step, _device_synchronize(rt))
+
+        def from_gpu(self, memory_obj, start, end, **kwargs):
+            self.batched_from_gpu([memory_obj], [start], [end], **kwargs)
+
+        def to_gpu(self, memory_obj, start, end, **kwargs):
+            self.batched_to_gpu([memory_obj], [start], [end], **kwargs)
+
+    HPUPagedMemConnectorV2.__name__ = HPUPagedMemConnectorV2.__qualname__ = base.__name__
+    HPUPagedMemConnectorV2.__module__ = base.__module__
+    return HPUPagedMemConnectorV2
+
+
+def _device_synchronize(rt: Any):
+    """Wait for the device without a second mark_step (the scatter already issued one)."""
+    if rt.backend.name == "hpu":
+        import torch
+
+        return torch.hpu.synchronize
+    return lambda: None
+
+
+def make_unsupported_connector(base: type, release: str, why: str, fix: str) -> type:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            f"{base.__qualname__} (LMCache {release}) cannot run on HPU through hpu_shim: {why}. {fix}"
+        )
+
+    return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__,
+                                         "__hpu_shim_substitute__": f"unsupported {base.__qualname__}"})
