@@ -11,8 +11,9 @@ imported for this) and may add rows over the redirect table (``overlay``), stand
   (0.3.10 - 0.4.2) answers "cuda", which the scope maps to the HPU.
 * Native-HPU releases (>= 0.4.3): ``torch.cuda.is_available()`` is False *inside LMCache only*
   (what vllm-gaudi does process-wide) so LMCache's own HPU connector runs; the shim fixes what
-  still breaks on Gaudi: ``torch.hpu.get_device_properties(0).name`` (a str on HPU) and the
-  0.4.3 - 0.4.6 routing of ``use_layerwise`` into the CUDA connector.
+  still breaks on Gaudi: ``torch.hpu.get_device_properties(0).name`` (a str on HPU), the
+  0.4.3 - 0.4.6 routing of ``use_layerwise`` into the CUDA connector, and the flat
+  ``[NB*BS, H, D]`` KV layout of vllm-gaudi < 0.11.2, which its HPU connector misreads.
 """
 
 from __future__ import annotations
@@ -112,6 +113,16 @@ def _fix_layerwise_routing(module: Any, rt: Any) -> None:
     rt.patches.patch(module, "CreateGPUConnector", CreateGPUConnector)
 
 
+def _fix_native_hpu_connector(module: Any, rt: Any) -> None:
+    """LMCache's HPU connector reads ``(K, V)`` as ``[NB, BS, H, D]``; vllm-gaudi < 0.11.2 hands over flat
+    ``[NB*BS, H, D]`` (plus scales). View them as ``[NB*BS, 1, H, D]``: same memory, same slots."""
+    from .connector import make_flat_aware_connector
+
+    base = getattr(module, "VLLMPagedMemHPUConnectorV2", None)
+    if isinstance(base, type) and base.__module__ == module.__name__:
+        rt.patches.patch(module, "VLLMPagedMemHPUConnectorV2", make_flat_aware_connector(base))
+
+
 def _c_ops_stand_in(module: Any) -> None:
     from . import c_ops
 
@@ -140,7 +151,9 @@ _NATIVE_OFF = Redirect(MISMATCH, "cuda_unavailable",
 
 def _native_hpu(version: str | None) -> Profile:
     v = parse_version(version) or (0, 0, 0)
-    post_exec = {"lmcache.v1.gpu_connector": _fix_layerwise_routing} if v < (0, 4, 7) else {}
+    post_exec: dict = {"lmcache.v1.gpu_connector.hpu_connector": _fix_native_hpu_connector}
+    if v < (0, 4, 7):
+        post_exec["lmcache.v1.gpu_connector"] = _fix_layerwise_routing
     return Profile(name=f"{version} (native HPU connector)", overlay={"is_available": _NATIVE_OFF},
                    module_overrides=dict(_STAND_INS), post_exec=post_exec)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import kv_transfer
 
-__all__ = ["make_paged_connector", "make_unsupported_connector"]
+__all__ = ["make_paged_connector", "make_unsupported_connector", "make_flat_aware_connector"]
 
 
 def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
@@ -116,3 +116,63 @@ def make_unsupported_connector(base: type, release: str, why: str, fix: str) -> 
 
     return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__,
                                          "__hpu_shim_substitute__": f"unsupported {base.__qualname__}"})
+
+
+class KVPair(tuple):
+    """A per-layer ``(K, V)`` that also answers ``.device``/``.dtype``/``.shape`` like vllm-gaudi's
+    ``TensorTuple`` (``hpu_ecosystem.md`` A7), which LMCache's HPU connector reads."""
+
+    @property
+    def device(self) -> Any:
+        return self[0].device
+
+    @property
+    def dtype(self) -> Any:
+        return self[0].dtype
+
+    @property
+    def shape(self) -> tuple:
+        return (2, *self[0].shape)
+
+
+def _as_four_d(kvcaches: Any) -> list:
+    """Per-layer ``(K, V[, scales...])``: flat ``[rows, H, D]`` -> ``[rows, 1, H, D]`` views; 4-D kept."""
+    out = []
+    for layer in kvcaches:
+        k, v = layer[0], layer[1]
+        if k.dim() == 3:
+            k, v = k.view(k.shape[0], 1, *k.shape[1:]), v.view(v.shape[0], 1, *v.shape[1:])
+        elif hasattr(layer, "device") and len(layer) == 2:
+            out.append(layer)  # already a TensorTuple
+            continue
+        out.append(KVPair((k, v)))
+    return out
+
+
+def make_flat_aware_connector(base: type) -> type:
+    """LMCache's own HPU connector with two Gaudi fixes to how it takes the KV cache.
+
+    * vllm-gaudi's flat ``[NB*BS, H, D]`` (K, V) layout is viewed as ``[NB*BS, 1, H, D]``;
+    * per-layer ``(K, V)`` tuples are stored as given. 0.4.3 - 0.4.4 inherit an
+      ``initialize_kvcaches_ptr`` that permutes *tensors* and crashes on tuples
+      (``'tuple' object has no attribute 'is_contiguous'``); later releases override it
+      exactly this way, so this backports their fix.
+    """
+
+    def initialize_kvcaches_ptr(self, **kwargs: Any) -> None:
+        if "kvcaches" not in kwargs:
+            return
+        raw = kwargs["kvcaches"]
+        if raw and isinstance(raw[0], (tuple, list)):
+            cached = getattr(self, "_hpu_shim_kv", None)
+            if cached is None or cached[0] is not raw:
+                cached = (raw, _as_four_d(raw))
+                self._hpu_shim_kv = cached
+            self.kvcaches = cached[1]
+        else:
+            base.initialize_kvcaches_ptr(self, **kwargs)
+
+    return type(base.__name__, (base,), {"initialize_kvcaches_ptr": initialize_kvcaches_ptr,
+                                         "__module__": base.__module__, "__qualname__": base.__qualname__,
+                                         "__doc__": base.__doc__,
+                                         "__hpu_shim_substitute__": f"{base.__qualname__} + layout fixes"})

@@ -100,12 +100,14 @@ def _paged_kv(case: Case, dtype: Any, device: Any, gen: Any) -> tuple[list, Any]
     if case.layout == "5d":
         kv = [rnd(2, nb, bs, h, d) for _ in range(case.num_layers)]
         views = [(t[0].view(nb * bs, -1), t[1].view(nb * bs, -1)) for t in kv]
-    elif case.layout == "kv_tuple":
-        kv = [(rnd(nb, bs, h, d), rnd(nb, bs, h, d)) for _ in range(case.num_layers)]
-        views = [(k.view(nb * bs, -1), v.view(nb * bs, -1)) for k, v in kv]
-    elif case.layout == "flat":
-        kv = [(rnd(nb * bs, h, d), rnd(nb * bs, h, d)) for _ in range(case.num_layers)]
-        views = [(k.view(nb * bs, -1), v.view(nb * bs, -1)) for k, v in kv]
+    elif case.layout == "kv_tuple":  # vllm-gaudi >= 0.11.2: TensorTuple((K, V)) of 4-D views
+        from ._vllm_gaudi import TensorTuple
+
+        kv = [TensorTuple((rnd(nb, bs, h, d), rnd(nb, bs, h, d))) for _ in range(case.num_layers)]
+        views = [(k.view(nb * bs, -1), v.view(nb * bs, -1)) for k, v, *_ in kv]
+    elif case.layout == "flat":  # vllm-gaudi < 0.11.2: raw (K, V, k_scales, v_scales) of flat caches
+        kv = [(rnd(nb * bs, h, d), rnd(nb * bs, h, d), None, None) for _ in range(case.num_layers)]
+        views = [(k.view(nb * bs, -1), v.view(nb * bs, -1)) for k, v, *_ in kv]
     elif case.layout == "mla":
         kv = [rnd(nb, bs, d) for _ in range(case.num_layers)]
         views = [(t.view(nb * bs, -1),) for t in kv]

@@ -1,0 +1,34 @@
+"""What vllm-gaudi hands to KV connectors, reproduced for tests (``hpu_ecosystem.md`` A7).
+
+Since vllm-gaudi 0.11.2 (#411) ``register_kv_caches`` receives, per layer, a ``TensorTuple``:
+a ``tuple`` subclass of ``(K, V)`` 4-D views ``[num_blocks, block_size, H, D]`` whose ``.shape``
+is ``(2, nb, bs, H, D)`` and whose ``.device``/``.dtype``/``data_ptr()``/``untyped_storage()`` come
+from the first tensor. Before that, connectors got the raw 4-tuple ``(K, V, k_scales, v_scales)``
+of flat ``[(nb+1)*bs, H, D]`` caches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TensorTuple"]
+
+
+class TensorTuple(tuple):
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *self[0].shape)
+
+    @property
+    def device(self) -> Any:
+        return self[0].device
+
+    @property
+    def dtype(self) -> Any:
+        return self[0].dtype
+
+    def data_ptr(self) -> int:
+        return self[0].data_ptr()
+
+    def untyped_storage(self) -> Any:
+        return self[0].untyped_storage()
