@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os as _os
 
-from ._activation import CudaFallthroughWarning, LateInstallWarning, install, report, status, uninstall
+from ._activation import CudaFallthroughWarning, LateInstallWarning, flush_report, install, report, status, uninstall
 from ._config import ShimConfigError
 from .backends import BackendUnavailable
 from .errors import UnsupportedCudaAPI
 
 __version__ = "0.1.0"
 __all__ = [
-    "install", "uninstall", "status", "report",
+    "install", "uninstall", "status", "report", "flush_report",
     "UnsupportedCudaAPI", "ShimConfigError", "BackendUnavailable",
     "LateInstallWarning", "CudaFallthroughWarning", "__version__",
 ]

@@ -395,14 +395,24 @@ def original_environ() -> dict:
     return env
 
 
-def _write_report_at_exit() -> None:
-    path = os.environ.get("HPU_SHIM_REPORT") or (RUNTIME.config.report_path if RUNTIME.config else None)
+def flush_report(path: str | None = None) -> int:
+    """Append this process's audit (calls since the last flush) to ``path`` or ``HPU_SHIM_REPORT``.
+
+    Runs at exit automatically; call it before ``os._exit`` or from a signal handler, which skip atexit.
+    Returns the number of call sites written.
+    """
+    path = path or (RUNTIME.config.report_path if RUNTIME.config else None) or os.environ.get("HPU_SHIM_REPORT")
     if not path:
-        return
+        return 0
     try:
-        RUNTIME.audit.write_jsonl(path, backend=RUNTIME.backend.name if RUNTIME.backend else None)
+        return RUNTIME.audit.write_jsonl(path, backend=RUNTIME.backend.name if RUNTIME.backend else None)
     except OSError as exc:
         log.warning("hpu_shim: could not append the audit to HPU_SHIM_REPORT=%s: %s", path, exc)
+        return 0
+
+
+def _write_report_at_exit() -> None:
+    flush_report()
 
 
 def install(scope: str | Iterable[str] | None = None, backend: str | None = None,

@@ -73,6 +73,7 @@ class Audit:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[tuple, Record] = {}
+        self._written: dict[tuple, int] = {}  # counts already appended to a report file
 
     def hit(self, frame: Any, category: str, api: str, target: str, args: tuple = (), kwargs: dict | None = None) -> None:
         key = (frame.f_code.co_filename, frame.f_lineno, api)
@@ -90,10 +91,22 @@ class Audit:
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._written.clear()
 
     def write_jsonl(self, path: str, **tags: Any) -> int:
-        """Append one JSON line per record, tagged with pid (and ``tags``); one write per process."""
-        records = self.records()
+        """Append one JSON line per record with calls not yet written, tagged with pid (and ``tags``).
+
+        Counts are deltas since the previous write, so flushing early and again at exit never
+        double-counts. One ``write`` per flush, under an exclusive lock, so worker processes
+        appending to the same file never interleave lines.
+        """
+        with self._lock:
+            records = []
+            for key, rec in self._records.items():
+                delta = rec.count - self._written.get(key, 0)
+                if delta > 0:
+                    records.append(dataclasses.replace(rec, count=delta))
+                    self._written[key] = rec.count
         if not records:
             return 0
         base = {"pid": os.getpid(), "argv0": os.path.basename(sys.argv[0]) if sys.argv else "", **tags}

@@ -61,8 +61,9 @@ _UNSUPPORTED_CONNECTORS = {
     "VLLMPagedMemGPUConnectorV3": ("the V3 connector is built on CUDA kernels", "Leave use_gpu_connector_v3 off."),
     "VLLMBufferLayerwiseGPUConnector": ("layerwise blending needs CUDA kernels and streams",
                                         "Set use_layerwise: false and enable_blending: false."),
-    "VLLMPagedMemLayerwiseGPUConnector": ("layerwise transfer is not supported on HPU (LMCache >= 0.4.7 refuses it "
-                                          "natively too)", "Set use_layerwise: false."),
+    "VLLMPagedMemLayerwiseGPUConnector": (
+        "layerwise transfer is not supported on HPU by hpu_shim (its kernel signature changes from release to "
+        "release, and LMCache >= 0.4.7 refuses layerwise on HPU natively too)", "Set use_layerwise: false."),
     "SGLangGPUConnector": ("the SGLang connector is CUDA-only", "Use vLLM (vllm-gaudi) on HPU."),
     "SGLangLayerwiseGPUConnector": ("the SGLang connector is CUDA-only", "Use vLLM (vllm-gaudi) on HPU."),
 }

@@ -42,6 +42,7 @@ class Case:
     save_unfull_chunk: bool | None = None
     prefix_hit: int = 0  # >0: store only the first N tokens, then look up and retrieve all `tokens`
     corrupt: bool = False  # negative control: flip the stored KV before retrieving
+    use_layerwise: bool = False  # store_layer/retrieve_layer generators, as the vLLM adapter drives them
     seed: int = 0
 
 
@@ -66,6 +67,8 @@ def _config(case: Case) -> Any:
     kwargs: dict[str, Any] = dict(chunk_size=case.chunk_size, local_cpu=True, max_local_cpu_size=0.5)
     if case.save_unfull_chunk is not None:
         kwargs["save_unfull_chunk"] = case.save_unfull_chunk
+    if case.use_layerwise:
+        kwargs["use_layerwise"] = True
     params = inspect.signature(LMCacheEngineConfig.from_defaults).parameters
     unknown = [k for k in kwargs if k not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values())]
     if unknown:
@@ -84,6 +87,9 @@ def _connector(config: Any, metadata: Any, case: Case, dtype: Any, device: Any) 
         return create(config, metadata, EngineType.VLLM)
     # 0.3.x: vllm_v1_adapter._init_lmcache_engine builds it directly (adapter lines 510-518 in 0.3.7)
     hidden = case.head_dim if case.layout == "mla" else case.heads * case.head_dim
+    if case.use_layerwise:
+        return gc.VLLMPagedMemLayerwiseGPUConnector(hidden, case.num_layers, use_gpu=True, chunk_size=case.chunk_size,
+                                                    dtype=dtype, device=device)
     return gc.VLLMPagedMemGPUConnectorV2(hidden, case.num_layers, use_gpu=True, chunk_size=case.chunk_size,
                                          dtype=dtype, device=device, use_mla=case.layout == "mla")
 
@@ -155,7 +161,11 @@ def run_case(case: Case) -> dict:
         stored = case.prefix_hit or case.tokens
         reference = [tuple(v.cpu() for v in layer) for layer in views]
         with emu.count() as c_store:
-            engine.store(tokens[:stored], kvcaches=kv, slot_mapping=slots[:stored])
+            if case.use_layerwise:
+                for _ in engine.store_layer(tokens[:stored], kvcaches=kv, slot_mapping=slots[:stored], sync=True):
+                    pass
+            else:
+                engine.store(tokens[:stored], kvcaches=kv, slot_mapping=slots[:stored])
         hit = 0
         for _ in range(300):  # some releases put to the backend asynchronously
             hit = engine.lookup(tokens[:stored] if not case.prefix_hit else tokens)
@@ -168,7 +178,12 @@ def run_case(case: Case) -> dict:
         if case.corrupt:
             _corrupt_backend(engine)
         with emu.count() as c_retrieve:
-            ret = engine.retrieve(tokens, kvcaches=kv, slot_mapping=slots)
+            if case.use_layerwise:
+                ret = None
+                for ret in engine.retrieve_layer(tokens, kvcaches=kv, slot_mapping=slots, sync=True):
+                    pass
+            else:
+                ret = engine.retrieve(tokens, kvcaches=kv, slot_mapping=slots)
         retrieved = int(ret.sum())
         got = [tuple(v.cpu() for v in layer) for layer in views]
         restored_slots = slots_host[:retrieved]
@@ -177,7 +192,7 @@ def run_case(case: Case) -> dict:
         bit_exact = retrieved > 0 and all(torch.equal(g[mask], r[mask]) for gl, rl in zip(got, reference)
                                           for g, r in zip(gl, rl))
         untouched = all(bool((g[~mask] == 0).all()) for gl in got for g in gl)
-        result.update(stored=stored, hit=hit, retrieved=retrieved, bit_exact=bit_exact, untouched_elsewhere=untouched,
+        result.update(stored=stored, save_unfull_chunk=getattr(config, "save_unfull_chunk", None), hit=hit, retrieved=retrieved, bit_exact=bit_exact, untouched_elsewhere=untouched,
                       store_counts=c_store.as_dict(), retrieve_counts=c_retrieve.as_dict(),
                       layout_seen=getattr(connector, "hpu_shim_layout", None))
     finally:
@@ -229,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                       "traceback": traceback.format_exc()[-4000:]}
             failures += 1
         print("RESULT " + json.dumps(result, default=str), flush=True)
+    import hpu_shim
+
+    hpu_shim.flush_report()  # os._exit skips atexit
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # LMCache leaves non-daemon threads behind after errors
