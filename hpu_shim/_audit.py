@@ -32,8 +32,10 @@ class Record:
 
     @property
     def call(self) -> str:
-        """``torch.cuda.X(args)`` for calls, ``device='cuda'`` for keyword arguments."""
-        return f"{self.api}{self.args}" if self.api.endswith("=") else f"{self.api}({self.args})"
+        """``torch.cuda.X(args)`` for calls, ``device='cuda'`` for keywords, ``import lmcache.c_ops`` for imports."""
+        if self.api.endswith("=") or self.api.startswith("import "):
+            return f"{self.api}{self.args}"
+        return f"{self.api}({self.args})"
 
     def line(self) -> str:
         return f"[{self.category}] {self.call} -> {self.target} @ {self.site} (x{self.count})"

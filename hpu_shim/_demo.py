@@ -1,8 +1,11 @@
-"""``python -m hpu_shim demo``: a CUDA-written package run unmodified on the emulated HPU.
+"""``python -m hpu_shim demo``: CUDA-only code run unmodified on the emulated HPU through the shim.
 
-The child process gets the shim the way a container does (``PYTHONPATH=<sitecustomize>``,
-``HPU_SHIM=1``) plus ``HPU_SHIM_FAKE_HPU=1`` for the emulator, stores and retrieves KV through
-CUDA-only code, and the parent prints the verdict, device sync counts and the merged audit.
+With ``--lmcache DIR`` (``make demo`` passes a real LMCache 0.3.7 install) the child drives
+LMCache's own engine and vLLM connector (``hpu_shim.testing.lmcache_roundtrip``); without it, a
+small CUDA-written toy package. The child gets the shim the way a container does
+(``PYTHONPATH=<sitecustomize>``, ``HPU_SHIM=1``) plus ``HPU_SHIM_FAKE_HPU=1`` for the emulator;
+the parent prints tokens stored and retrieved, the bit-exact verdict, device sync counts and the
+merged audit of redirected call sites.
 """
 
 from __future__ import annotations
@@ -42,16 +45,66 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def _child_env(report: str) -> dict:
+def _child_env(report: str, scope: str, code_dir: str) -> dict:
     from ._activation import bootstrap_dir
 
-    pkg_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_demo_pkg")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPU_SHIM")}
-    env.update(HPU_SHIM="1", HPU_SHIM_FAKE_HPU="1", HPU_SHIM_BACKEND="hpu", HPU_SHIM_SCOPE="kvdemo",
-               HPU_SHIM_REPORT=report, PT_HPU_LAZY_MODE=os.environ.get("PT_HPU_LAZY_MODE", "1"))
-    env["PYTHONPATH"] = os.pathsep.join([bootstrap_dir(), pkg_dir, root, os.environ.get("PYTHONPATH", "")])
+    env.update(HPU_SHIM="1", HPU_SHIM_FAKE_HPU="1", HPU_SHIM_BACKEND="hpu", HPU_SHIM_SCOPE=scope,
+               HPU_SHIM_REPORT=report, PT_HPU_LAZY_MODE=os.environ.get("PT_HPU_LAZY_MODE", "1"),
+               LMCACHE_TRACK_USAGE="false")
+    env["PYTHONPATH"] = os.pathsep.join([bootstrap_dir(), code_dir, root, os.environ.get("PYTHONPATH", "")])
     return env
+
+
+def _lmcache_version(path: str) -> str:
+    import glob
+
+    found = glob.glob(os.path.join(path, "lmcache-*.dist-info"))
+    return os.path.basename(found[0])[len("lmcache-"):-len(".dist-info")] if found else "?"
+
+
+def _run_lmcache(path: str, report: str) -> int:
+    import json
+
+    from ._audit import merge, read_jsonl, render_table
+
+    if not os.path.isfile(os.path.join(path, "lmcache", "__init__.py")):
+        print(f"demo: {path!r} holds no LMCache install (run `make lmcache-envs`, or pass --lmcache "
+              f"<dir with lmcache/>)", file=sys.stderr)
+        return 2
+    cases = [{"layout": "kv_tuple", "dtype": "bfloat16", "num_layers": 32, "tokens": 4096, "num_blocks": 40,
+              "save_unfull_chunk": True},
+             {"layout": "flat", "dtype": "float16", "tokens": 1000, "prefix_hit": 512}]
+    proc = subprocess.run([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(cases)],
+                          env=_child_env(report, "lmcache", path), capture_output=True, text=True)
+    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if len(results) != len(cases) or any("error" in r for r in results):
+        print(proc.stdout[-4000:] + proc.stderr[-4000:], file=sys.stderr)
+        print("demo FAILED", file=sys.stderr)
+        return 1
+    print(f"hpu_shim demo: real LMCache {_lmcache_version(path)} (unmodified, CUDA-only) on the emulated HPU "
+          f"(hpu_shim.testing), lazy mode")
+    ok = True
+    for r in results:
+        c, s, t = r["case"], r["store_counts"], r["retrieve_counts"]
+        ok &= r["bit_exact"] and r["untouched_elsewhere"] and r["retrieved"] > 0
+        print(f"  case           : {c['layout']} {c['dtype']}, {c['num_layers']} layers, {c['tokens']} tokens, "
+              f"chunk {c['chunk_size']}" + (f", prefix hit {c['prefix_hit']}" if c["prefix_hit"] else ""))
+        print(f"  connector      : {r['connector']} (shim substitute: {bool(r['substituted'])}, layout "
+              f"{r['layout_seen']})")
+        print(f"  tokens         : stored {r['stored']}, lookup hit {r['hit']}, retrieved {r['retrieved']}")
+        print(f"  bit-exact      : {r['bit_exact']} (torch.equal on restored slots); nothing written elsewhere: "
+              f"{r['untouched_elsewhere']}")
+        print(f"  device syncs   : store mark_step {s['mark_step_calls']} / synchronize {s['synchronize_calls']}; "
+              f"retrieve mark_step {t['mark_step_calls']} / synchronize {t['synchronize_calls']} "
+              f"(LMCache 0.5.6's own HPU connector: 2 and L+1 mark_steps, 1 synchronize, per chunk)")
+        print(f"  transfers      : D2H {s['d2h_bytes']} B in {s['d2h_copies']} copies, "
+              f"H2D {t['h2d_bytes']} B in {t['h2d_copies']} copies")
+    print("  audit of redirected call sites (HPU_SHIM_REPORT, merged):")
+    print("    " + render_table(merge(read_jsonl(report))).replace("\n", "\n    "))
+    print("demo OK" if ok else "demo FAILED")
+    return 0 if ok else 1
 
 
 def main(args: argparse.Namespace | None = None) -> int:
@@ -61,7 +114,11 @@ def main(args: argparse.Namespace | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "audit.jsonl")
-        proc = subprocess.run([sys.executable, "-c", _CHILD], env=_child_env(report), capture_output=True, text=True)
+        if args is not None and getattr(args, "lmcache", None):
+            return _run_lmcache(args.lmcache, report)
+        pkg_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_demo_pkg")
+        proc = subprocess.run([sys.executable, "-c", _CHILD], env=_child_env(report, "kvdemo", pkg_dir),
+                              capture_output=True, text=True)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             print(proc.stdout + proc.stderr, file=sys.stderr)

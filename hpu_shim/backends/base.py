@@ -77,6 +77,9 @@ class Backend:
     def cudart(self) -> None:
         return None
 
+    def cudart_without_pinning(self) -> "_NoPinCudart":
+        return _NO_PIN_CUDART
+
     def nvtx_noop(self, *args: Any, **kwargs: Any) -> None:
         return None
 
@@ -96,6 +99,25 @@ class Backend:
         if isinstance(device, torch.device):
             return device.index if device.index is not None else self.current_device()
         raise TypeError(f"invalid device argument {device!r}: expected int, str or torch.device")
+
+
+class _NoPinCudart:
+    """What 0.3.1 - 0.3.3 need from ``cudart()``: their host allocator pins with ``cudaHostRegister``.
+    The HPU allocator cannot pin host memory (A5), so registration is skipped (success, unpinned)."""
+
+    def cudaHostRegister(self, ptr: int, size: int, flags: int = 0) -> int:
+        warn_once("hpu_shim: cudaHostRegister skipped: host buffers stay unpinned on HPU (the Habana "
+                  "allocator cannot pin host memory)")
+        return 0
+
+    def cudaHostUnregister(self, ptr: int) -> int:
+        return 0
+
+    def cudaGetErrorString(self, err: int) -> str:
+        return f"hpu_shim: no CUDA runtime (error {err})"
+
+
+_NO_PIN_CUDART = _NoPinCudart()
 
 
 class _NullRange(contextlib.ContextDecorator):

@@ -91,6 +91,7 @@ class CpuBackend(Backend):
         "empty_cache": "no-op",
         "ipc_collect": "no-op",
         "cudart": "None",
+        "cudart_without_pinning": "cudart stand-in: cudaHostRegister skipped (host memory is not pinned)",
         "nvtx_noop": "no-op",
         "nvtx_range": "contextlib.nullcontext()",
         "get_device_capability": "(0, 0)",

@@ -70,6 +70,7 @@ class HpuBackend(Backend):
         "empty_cache": "no-op",
         "ipc_collect": "no-op",
         "cudart": "None",
+        "cudart_without_pinning": "cudart stand-in: cudaHostRegister skipped (no pinned memory on HPU)",
         "nvtx_noop": "no-op",
         "nvtx_range": "contextlib.nullcontext()",
         "get_device_capability": "(0, 0)",

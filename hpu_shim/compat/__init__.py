@@ -133,9 +133,16 @@ def _c_ops_stand_in(module: Any) -> None:
 _STAND_INS = {"lmcache.c_ops": _c_ops_stand_in, "lmcache.cuda_ops": _c_ops_stand_in}
 
 
+_SKIP_HOST_REGISTER = Redirect(MISMATCH, "cudart_without_pinning",
+                               "0.3.1 - 0.3.3 pin host buffers with cudaHostRegister; on HPU it is skipped "
+                               "(buffers stay unpinned)")
+
+
 def _cuda_only(version: str | None) -> Profile:
+    v = parse_version(version) or (0, 0, 0)
     return Profile(
         name=f"{version} (CUDA-only: shim connector)",
+        overlay={"cudart": _SKIP_HOST_REGISTER} if v < (0, 3, 4) else {},
         module_overrides=dict(_STAND_INS),
         post_exec={
             "lmcache.v1.gpu_connector": _fix_connectors,

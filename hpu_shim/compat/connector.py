@@ -38,6 +38,12 @@ def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
             self.device = layers[0][0].device
             return layers
 
+        def initialize_kvcaches_ptr(self, **kwargs: Any) -> None:
+            # Defined here because 0.3.1 - 0.3.2 have no such hook, and 0.4.3+'s permutes *tensors*,
+            # which the layout normalisation below does not need.
+            if "kvcaches" in kwargs:
+                self.kvcaches = kwargs["kvcaches"]
+
         def _initialize_pointers(self, kv_caches: Any) -> None:  # no device pointers on HPU
             self.kvcaches = kv_caches
             self._layers()

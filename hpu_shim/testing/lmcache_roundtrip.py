@@ -82,8 +82,10 @@ def _connector(config: Any, metadata: Any, case: Case, dtype: Any, device: Any) 
 
     create = getattr(gc, "CreateGPUConnector", None)
     if create is not None:
-        from lmcache.utils import EngineType
-
+        try:
+            from lmcache.utils import EngineType
+        except ImportError:  # 0.3.14 takes the engine as a plain string
+            return create(config, metadata, "vllm")
         return create(config, metadata, EngineType.VLLM)
     # 0.3.x: vllm_v1_adapter._init_lmcache_engine builds it directly (adapter lines 510-518 in 0.3.7)
     hidden = case.head_dim if case.layout == "mla" else case.heads * case.head_dim
@@ -146,8 +148,10 @@ def run_case(case: Case) -> dict:
     config, metadata = _config(case), _metadata(case, dtype)
     connector = _connector(config, metadata, case, dtype, device)
     name = f"roundtrip-{os.getpid()}-{id(case)}"
-    engine = LMCacheEngineBuilder.get_or_create(name, config, metadata, connector,
-                                                lambda t, s: None, lambda o, s: o)
+    extra = (lambda t, s: None, lambda o, s: o)  # broadcast_fn, broadcast_object_fn (>= 0.3.4)
+    if len(inspect.signature(LMCacheEngineBuilder.get_or_create).parameters) < 6:
+        extra = ()
+    engine = LMCacheEngineBuilder.get_or_create(name, config, metadata, connector, *extra)
     if hasattr(engine, "post_init"):
         engine.post_init()
     result: dict[str, Any] = {"case": dataclasses.asdict(case),
