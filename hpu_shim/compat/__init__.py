@@ -13,7 +13,8 @@ imported for this) and may add rows over the redirect table (``overlay``), stand
   (what vllm-gaudi does process-wide) so LMCache's own HPU connector runs; the shim fixes what
   still breaks on Gaudi: ``torch.hpu.get_device_properties(0).name`` (a str on HPU), the
   0.4.3 - 0.4.6 routing of ``use_layerwise`` into the CUDA connector, and the flat
-  ``[NB*BS, H, D]`` KV layout of vllm-gaudi < 0.11.2, which its HPU connector misreads.
+  ``[NB*BS, H, D]`` KV layout of vllm-gaudi < 0.11.2, which its HPU connector misreads. With
+  ``HPU_SHIM_BACKEND=cpu`` (vLLM's CPU build) the missing cpu connector is supplied.
 """
 
 from __future__ import annotations
@@ -95,19 +96,39 @@ def _fix_torch_dev(module: Any, rt: Any) -> None:
         rt.patches.patch(module, "get_vllm_torch_dev", get_vllm_torch_dev)
 
 
-def _fix_layerwise_routing(module: Any, rt: Any) -> None:
-    """0.4.3 - 0.4.6 check use_layerwise before the device, so HPU lands in the CUDA layerwise connector."""
+def _is_vllm(engine: Any) -> bool:
+    return str(getattr(engine, "name", engine)).lower() == "vllm"
+
+
+def _fix_create_connector(module: Any, rt: Any) -> None:
+    """Wrap the release's ``CreateGPUConnector`` for what it gets wrong on HPU and vLLM-CPU.
+
+    * 0.4.3 - 0.4.6 check ``use_layerwise`` before the device, so HPU lands in the CUDA layerwise
+      connector: refuse it clearly, as >= 0.4.7 does natively.
+    * On vLLM's CPU build (``HPU_SHIM_BACKEND=cpu``) the release has no cpu branch ("No supported
+      cpu connector found"): answer with the shim's vLLM-CPU connector.
+    """
     original = getattr(module, "CreateGPUConnector", None)
     if original is None:
         return
+    layerwise_misrouted = (parse_version(lmcache_version()) or (0, 0, 0)) < (0, 4, 7)
 
     def CreateGPUConnector(config: Any, metadata: Any, engine: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(config, "use_layerwise", False) and rt.backend is not None and rt.backend.name == "hpu":
+        backend = rt.backend.name if rt.backend is not None else None
+        if backend == "hpu" and layerwise_misrouted and getattr(config, "use_layerwise", False):
             raise ValueError(
                 f"use_layerwise=True is not supported on HPU: LMCache {rt.compat.name} would route it to its CUDA "
                 f"layerwise connector (torch.cuda streams and kernels), and its HPU connector has no layerwise "
                 f"mode (LMCache >= 0.4.7 refuses it too). Set use_layerwise: false."
             )
+        if (backend == "cpu" and getattr(module, "torch_device_type", None) == "cpu" and _is_vllm(engine)
+                and not getattr(config, "use_layerwise", False)):
+            from lmcache.v1.gpu_connector.gpu_connectors import GPUConnectorInterface
+            from lmcache.v1.memory_management import MemoryFormat
+
+            from .cpu_connector import make_cpu_connector
+
+            return make_cpu_connector(GPUConnectorInterface, MemoryFormat).from_metadata(metadata)
         return original(config, metadata, engine, *args, **kwargs)
 
     CreateGPUConnector.__wrapped__ = original  # type: ignore[attr-defined]
@@ -158,10 +179,8 @@ _NATIVE_OFF = Redirect(MISMATCH, "cuda_unavailable",
 
 
 def _native_hpu(version: str | None) -> Profile:
-    v = parse_version(version) or (0, 0, 0)
-    post_exec: dict = {"lmcache.v1.gpu_connector.hpu_connector": _fix_native_hpu_connector}
-    if v < (0, 4, 7):
-        post_exec["lmcache.v1.gpu_connector"] = _fix_layerwise_routing
+    post_exec = {"lmcache.v1.gpu_connector.hpu_connector": _fix_native_hpu_connector,
+                 "lmcache.v1.gpu_connector": _fix_create_connector}
     return Profile(name=f"{version} (native HPU connector)", overlay={"is_available": _NATIVE_OFF},
                    module_overrides=dict(_STAND_INS), post_exec=post_exec)
 
