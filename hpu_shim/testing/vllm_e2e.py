@@ -57,6 +57,8 @@ def _run(args: argparse.Namespace) -> dict:
     vocab = llm.get_tokenizer().vocab_size
     text = prompt(args.prompt_tokens, vocab=vocab)
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
+    if args.warmup:  # a different prompt first, so that the measured rounds pay no one-off costs
+        llm.generate([prompt(args.prompt_tokens, vocab=vocab, seed=99)], params, use_tqdm=False)
     rounds = []
     for _ in range(args.rounds):  # one request per round; with max_tokens=1 the wall time is the TTFT
         t0 = time.perf_counter()
@@ -64,6 +66,25 @@ def _run(args: argparse.Namespace) -> dict:
         rounds.append({"seconds": time.perf_counter() - t0, "prompt_tokens": len(out.prompt_token_ids),
                        "num_cached_tokens": out.num_cached_tokens, "output": list(out.outputs[0].token_ids)})
     return {"llm_init_s": built, "lmcache": args.lmcache, "rounds": rounds}
+
+
+def _machine() -> str:
+    import platform
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB"
+
+
+def _write_ttft(path: str, result: dict) -> None:
+    miss, hit = result["rounds"][0], result["rounds"][1]
+    figures = {"miss_s": miss["seconds"], "hit_s": hit["seconds"], "ratio": miss["seconds"] / hit["seconds"],
+               "prompt_tokens": miss["prompt_tokens"], "hit_cached_tokens": hit["num_cached_tokens"],
+               "miss_cached_tokens": miss["num_cached_tokens"], "machine": _machine()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(figures, fh, indent=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=300)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--warmup", action="store_true", help="serve one other prompt before the measured rounds")
+    parser.add_argument("--ttft-json", help="write the miss/hit TTFT figures (round 1 / round 2) to this file")
     args = parser.parse_args(argv)
     try:
         result = _run(args)
@@ -82,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         killed = kill_children()
     result["killed_children"] = killed
+    if args.ttft_json and "rounds" in result:
+        _write_ttft(args.ttft_json, result)
     print("RESULT " + json.dumps(result), flush=True)
     sys.stderr.flush()
     os._exit(0)
