@@ -13,7 +13,7 @@ LMCACHE_ALL_VERSIONS ?= 0.3.1 0.3.1.post1 0.3.2 0.3.3 0.3.4 0.3.5 0.3.6 0.3.7 0.
 	0.4.7 0.5.0 0.5.1 0.5.2 0.5.3 0.5.4 0.5.5 0.5.6
 export LMCACHE_TRACK_USAGE := false
 
-.PHONY: setup vllm lmcache-envs demo doctor test matrix clean
+.PHONY: setup vllm lmcache-envs demo doctor test matrix ttft bench clean
 
 $(VENV)/.setup-ok: pyproject.toml .ci/constraints.txt
 	python3 -m venv $(VENV)
@@ -50,5 +50,19 @@ matrix: setup vllm
 	bash .ci/lmcache-envs.sh $(PY) $(ENVS) $(LMCACHE_ALL_VERSIONS)
 	$(PY) -m hpu_shim.testing.matrix --envs $(ENVS) $(LMCACHE_ALL_VERSIONS)
 
+# vLLM TTFT, miss vs hit: a ~390 MB random-weight Llama made offline, a 3000-token prompt, LMCache 0.5.6
+# through the shim on vLLM's CPU build. Writes bench-out/ttft.json (read by `make bench`, figure P6).
+ttft: setup vllm
+	bash .ci/lmcache-envs.sh $(PY) $(ENVS) 0.5.6
+	$(PY) -m hpu_shim.testing.tiny_llama .cache/prefill-llama prefill
+	LMCACHE_CHUNK_SIZE=256 LMCACHE_LOCAL_CPU=True LMCACHE_MAX_LOCAL_CPU_SIZE=2 HF_HUB_OFFLINE=1 \
+	VLLM_CPU_KVCACHE_SPACE=2 HPU_SHIM_BACKEND=cpu PYTHONPATH=$(ENVS)/lmcache-0.5.6 \
+	$(PY) -m hpu_shim run -- $(PY) -m hpu_shim.testing.vllm_e2e --model .cache/prefill-llama --lmcache \
+		--max-tokens 1 --prompt-tokens 3000 --max-model-len 4096 --warmup --ttft-json bench-out/ttft.json
+	cat bench-out/ttft.json
+
+bench: setup
+	$(PY) -m hpu_shim bench
+
 clean:
-	rm -rf $(VENV) $(ENVS)
+	rm -rf $(VENV) $(ENVS) .cache bench-out

@@ -11,21 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..compat.connector import KVPair
+
 __all__ = ["TensorTuple"]
 
 
-class TensorTuple(tuple):
-    @property
-    def shape(self) -> tuple:
-        return (len(self), *self[0].shape)
-
-    @property
-    def device(self) -> Any:
-        return self[0].device
-
-    @property
-    def dtype(self) -> Any:
-        return self[0].dtype
+class TensorTuple(KVPair):
+    """vllm-gaudi's container: the shim's ``KVPair`` (``.shape``/``.device``/``.dtype``) plus the
+    pointer accessors vllm-gaudi also forwards to the first tensor."""
 
     def data_ptr(self) -> int:
         return self[0].data_ptr()

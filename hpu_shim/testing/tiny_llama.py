@@ -1,7 +1,7 @@
 """A random-weight Llama made offline, for vLLM tests (no hub is reachable, none is ever used).
 
 ``make(path, size="tiny")`` writes ``config.json``, safetensors weights and a word-level tokenizer
-(``w0`` ... ``wN``) with ``save_pretrained``. ``tiny`` (~1 MB) starts fast for correctness tests;
+(``<s>``, ``</s>``, ``<pad>``, ``<unk>``, then ``w4`` ... ``wN``: one token per word) with ``save_pretrained``. ``tiny`` (~1 MB) starts fast for correctness tests;
 ``prefill`` (~300 MB, bf16) makes a 2K-4K-token prefill cost real time for the TTFT benchmark.
 Head dims are in vLLM-CPU's supported list (32, 64, 80, ...).
 """
@@ -30,7 +30,7 @@ def make(path: str, size: str = "tiny", seed: int = 0) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     marker = os.path.join(path, ".hpu-shim-model")
-    if os.path.isfile(marker) and open(marker).read() == f"{size}:{seed}":
+    if os.path.isfile(marker) and open(marker).read() == f"{size}:{seed}:v2":
         return path
     spec = SIZES[size]
     os.makedirs(path, exist_ok=True)
@@ -39,16 +39,18 @@ def make(path: str, size: str = "tiny", seed: int = 0) -> str:
                          pad_token_id=2)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(path, safe_serialization=True)
-    vocab = {f"w{i}": i for i in range(spec["vocab_size"])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="w3"))
+    # Special tokens must not be substrings of words: added tokens are matched before word splitting.
+    specials = ["<s>", "</s>", "<pad>", "<unk>"]
+    vocab = {**{t: i for i, t in enumerate(specials)}, **{f"w{i}": i for i in range(len(specials), spec["vocab_size"])}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="w0", eos_token="w1", pad_token="w2",
-                                   unk_token="w3")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
     fast.save_pretrained(path)
     with open(os.path.join(path, "generation_config.json"), "w") as fh:
         json.dump({"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}, fh)
     with open(marker, "w") as fh:
-        fh.write(f"{size}:{seed}")
+        fh.write(f"{size}:{seed}:v2")
     return path
 
 
