@@ -7,8 +7,9 @@ imported for this) and may add rows over the redirect table (``overlay``), stand
 
 * CUDA-only releases (< 0.4.3): ``torch.cuda.is_available()`` reports the HPU, so LMCache takes
   its device paths; ``lmcache.c_ops`` becomes the torch-native stand-in; the vLLM paged connector
-  becomes the shim's batched HPU connector; device selection that asks vLLM for a CUDA platform
-  (0.3.10 - 0.4.2) answers "cuda", which the scope maps to the HPU.
+  becomes the shim's batched HPU connector; device selection that asks vLLM's platform for cuda or
+  xpu (0.3.10 - 0.4.2: adapter, manager, integration utils) answers "cuda", which the scope maps to
+  the HPU.
 * Native-HPU releases (>= 0.4.3): ``torch.cuda.is_available()`` is False *inside LMCache only*
   (what vllm-gaudi does process-wide) so LMCache's own HPU connector runs; the shim fixes what
   still breaks on Gaudi: ``torch.hpu.get_device_properties(0).name`` (a str on HPU), the
@@ -89,15 +90,70 @@ def _fix_connectors(module: Any, rt: Any) -> None:
 def _fix_torch_dev(module: Any, rt: Any) -> None:
     """0.3.10 - 0.4.2 ask vLLM's platform for cuda/xpu and raise otherwise; on Gaudi answer "cuda"."""
     if hasattr(module, "get_vllm_torch_dev"):
-        def get_vllm_torch_dev():
-            return rt.cuda_proxy, "cuda"  # "cuda" is the backend device inside the scope
+        _answer_cuda(module, rt)
 
-        get_vllm_torch_dev.__doc__ = "hpu_shim: the scope's CUDA is the HPU (LMCache has no HPU branch here)."
-        rt.patches.patch(module, "get_vllm_torch_dev", get_vllm_torch_dev)
+
+def _fix_torch_dev_on_cpu(module: Any, rt: Any) -> None:
+    """0.4.3 - 0.4.7 know cuda, xpu and hpu; on vLLM's CPU build (cpu backend) answer "cuda" too."""
+    if hasattr(module, "get_vllm_torch_dev") and rt.backend is not None and rt.backend.name == "cpu":
+        _answer_cuda(module, rt)
+
+
+def _answer_cuda(module: Any, rt: Any) -> None:
+    def get_vllm_torch_dev():
+        return rt.cuda_proxy, "cuda"  # "cuda" is the backend device inside the scope
+
+    get_vllm_torch_dev.__doc__ = "hpu_shim: inside LMCache, CUDA is the shim's backend device."
+    rt.patches.patch(module, "get_vllm_torch_dev", get_vllm_torch_dev)
 
 
 def _is_vllm(engine: Any) -> bool:
     return str(getattr(engine, "name", engine)).lower() == "vllm"
+
+
+class _PlatformAsCuda:
+    """vLLM's ``current_platform`` as LMCache 0.3.10 - 0.4.2 should see it inside the scope: "cuda".
+
+    Those releases ask ``is_cuda_alike()``/``is_xpu()`` and raise "Unsupported device platform"
+    otherwise -- on vllm-gaudi (HpuPlatform) as on vLLM-CPU. Inside LMCache, CUDA *is* the backend
+    device, so the answer is cuda; every other attribute is vLLM's own.
+    """
+
+    def __init__(self, platform: Any):
+        self._platform = platform
+
+    def is_cuda_alike(self) -> bool:
+        return True
+
+    def is_cuda(self) -> bool:
+        return True
+
+    def is_xpu(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._platform, name)
+
+
+def _fix_adapter_platform(module: Any, rt: Any) -> None:
+    """0.3.10 - 0.3.12: ``_init_lmcache_engine`` reads the module global ``current_platform``."""
+    platform = getattr(module, "current_platform", None)
+    if platform is not None and not isinstance(platform, _PlatformAsCuda):
+        rt.patches.patch(module, "current_platform", _PlatformAsCuda(platform))
+
+
+def _fix_manager_platform(module: Any, rt: Any) -> None:
+    """0.3.13 - 0.4.2: ``LMCacheManager._get_device_info(current_platform)`` gets it as an argument."""
+    manager = getattr(module, "LMCacheManager", None)
+    original = getattr(manager, "_get_device_info", None) if manager is not None else None
+    if original is None:
+        return
+
+    def _get_device_info(self: Any, current_platform: Any) -> Any:
+        return original(self, _PlatformAsCuda(current_platform))
+
+    _get_device_info.__wrapped__ = original  # type: ignore[attr-defined]
+    rt.patches.patch(manager, "_get_device_info", _get_device_info)
 
 
 def _fix_create_connector(module: Any, rt: Any) -> None:
@@ -121,7 +177,8 @@ def _fix_create_connector(module: Any, rt: Any) -> None:
                 f"layerwise connector (torch.cuda streams and kernels), and its HPU connector has no layerwise "
                 f"mode (LMCache >= 0.4.7 refuses it too). Set use_layerwise: false."
             )
-        if (backend == "cpu" and getattr(module, "torch_device_type", None) == "cpu" and _is_vllm(engine)
+        # 0.5.x name the detected device in ``torch_device_type``; 0.4.x have no cpu detection at all.
+        if (backend == "cpu" and getattr(module, "torch_device_type", "cpu") == "cpu" and _is_vllm(engine)
                 and not getattr(config, "use_layerwise", False)):
             from lmcache.v1.gpu_connector.gpu_connectors import GPUConnectorInterface
             from lmcache.v1.memory_management import MemoryFormat
@@ -169,6 +226,8 @@ def _cuda_only(version: str | None) -> Profile:
             "lmcache.v1.gpu_connector": _fix_connectors,
             "lmcache.v1.gpu_connector.gpu_connectors": _fix_connectors,
             "lmcache.integration.vllm.utils": _fix_torch_dev,
+            "lmcache.integration.vllm.vllm_v1_adapter": _fix_adapter_platform,
+            "lmcache.v1.manager": _fix_manager_platform,
         },
     )
 
@@ -180,7 +239,8 @@ _NATIVE_OFF = Redirect(MISMATCH, "cuda_unavailable",
 
 def _native_hpu(version: str | None) -> Profile:
     post_exec = {"lmcache.v1.gpu_connector.hpu_connector": _fix_native_hpu_connector,
-                 "lmcache.v1.gpu_connector": _fix_create_connector}
+                 "lmcache.v1.gpu_connector": _fix_create_connector,
+                 "lmcache.integration.vllm.utils": _fix_torch_dev_on_cpu}
     return Profile(name=f"{version} (native HPU connector)", overlay={"is_available": _NATIVE_OFF},
                    module_overrides=dict(_STAND_INS), post_exec=post_exec)
 

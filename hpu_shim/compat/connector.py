@@ -66,11 +66,31 @@ def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
                     raise ValueError(f"The memory object should be in {want.name} format in order to be "
                                      f"processed by {type(self).__name__}, got {obj.metadata.fmt}")
 
+        def _vllm_cpu_layers(self) -> list | None:
+            """vLLM's CPU build hands over its own layout (see ``cpu_connector``); only with the cpu backend."""
+            if rt.backend is None or rt.backend.name != "cpu" or getattr(self, "use_mla", False):
+                return None
+            cached = getattr(self, "_hpu_shim_cpu_layers", None)
+            if cached is None or cached[0] is not self.kvcaches:
+                from .cpu_connector import vllm_cpu_layers
+
+                cached = (self.kvcaches, vllm_cpu_layers(self.kvcaches, self.hidden_dim_size))
+                self._hpu_shim_cpu_layers = cached
+            return cached[1]
+
         def batched_from_gpu(self, memory_objs, starts, ends, **kwargs):
             memory_objs = list(memory_objs)
             if not memory_objs:
                 return
             self.initialize_kvcaches_ptr(**kwargs)
+            cpu_layers = self._vllm_cpu_layers()
+            if cpu_layers is not None:
+                from .cpu_connector import gather_chunks
+
+                gather_chunks(cpu_layers, memory_objs, starts, ends, self._slot_mapping(kwargs))
+                for obj in memory_objs:
+                    obj.metadata.fmt = self._format()
+                return
             layers = self._layers()
             host = kv_transfer.gather(layers, self._slot_mapping(kwargs), starts, ends, rt.backend.mark_step)
             offset = 0
@@ -87,8 +107,14 @@ def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
             if not memory_objs:
                 return
             self.initialize_kvcaches_ptr(**kwargs)
-            layers = self._layers()
             self._check(memory_objs)
+            cpu_layers = self._vllm_cpu_layers()
+            if cpu_layers is not None:
+                from .cpu_connector import scatter_chunks
+
+                scatter_chunks(cpu_layers, memory_objs, starts, ends, self._slot_mapping(kwargs))
+                return
+            layers = self._layers()
             parts = [obj.tensor[:, :, : end - start] for obj, start, end in zip(memory_objs, starts, ends)]
             host = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
             kv_transfer.scatter(layers, host, self._slot_mapping(kwargs), starts, ends,

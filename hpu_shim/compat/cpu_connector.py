@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["VLLMCPULayer", "make_cpu_connector"]
+__all__ = ["VLLMCPULayer", "vllm_cpu_layers", "gather_chunks", "scatter_chunks", "make_cpu_connector"]
 
 
 class VLLMCPULayer:
@@ -42,6 +42,34 @@ class VLLMCPULayer:
         n, heads, head = slots.shape[0], self.halves.shape[1], self.halves.shape[4]
         self.halves[blk, :, 0, row, :] = k.reshape(n, heads, head)
         self.halves[blk, :, 1, row, :] = v.reshape(n, heads, head)
+
+
+def vllm_cpu_layers(kvcaches: Any, hidden_dim_size: int) -> list | None:
+    """``VLLMCPULayer`` views if ``kvcaches`` is vLLM-CPU's layout for this hidden size, else None."""
+    first = kvcaches[0] if kvcaches else None
+    if not (hasattr(first, "dim") and first.dim() == 4 and first.shape[3] % 2 == 0
+            and first.shape[1] * first.shape[3] // 2 == hidden_dim_size):
+        return None
+    heads, head_size = first.shape[1], first.shape[3] // 2
+    return [VLLMCPULayer(t, heads, head_size) for t in kvcaches]
+
+
+def gather_chunks(layers: list, memory_objs: Any, starts: Any, ends: Any, slot_mapping: Any) -> None:
+    """vLLM-CPU layers -> KV_2LTD memory objects ``[2, L, T, hidden]``, chunk by chunk."""
+    for obj, start, end in zip(memory_objs, starts, ends):
+        slots = slot_mapping[start:end].long()
+        for li, layer in enumerate(layers):
+            k, v = layer.gather(slots)
+            obj.tensor[0, li, : end - start].copy_(k)
+            obj.tensor[1, li, : end - start].copy_(v)
+
+
+def scatter_chunks(layers: list, memory_objs: Any, starts: Any, ends: Any, slot_mapping: Any) -> None:
+    """KV_2LTD memory objects -> vLLM-CPU layers, chunk by chunk."""
+    for obj, start, end in zip(memory_objs, starts, ends):
+        slots = slot_mapping[start:end].long()
+        for li, layer in enumerate(layers):
+            layer.scatter(slots, obj.tensor[0, li, : end - start], obj.tensor[1, li, : end - start])
 
 
 def make_cpu_connector(interface: type, memory_format: Any) -> type:
@@ -80,22 +108,14 @@ def make_cpu_connector(interface: type, memory_format: Any) -> type:
 
         def batched_from_gpu(self, memory_objs, starts, ends, **kwargs):
             self.initialize_kvcaches_ptr(**kwargs)
-            views, slot_mapping = self._views(), kwargs["slot_mapping"]
-            for obj, start, end in zip(memory_objs, starts, ends):
-                slots = slot_mapping[start:end].long()
-                for li, layer in enumerate(views):
-                    k, v = layer.gather(slots)
-                    obj.tensor[0, li, : end - start].copy_(k)
-                    obj.tensor[1, li, : end - start].copy_(v)
+            memory_objs = list(memory_objs)
+            gather_chunks(self._views(), memory_objs, starts, ends, kwargs["slot_mapping"])
+            for obj in memory_objs:
                 obj.metadata.fmt = memory_format.KV_2LTD
 
         def batched_to_gpu(self, memory_objs, starts, ends, **kwargs):
             self.initialize_kvcaches_ptr(**kwargs)
-            views, slot_mapping = self._views(), kwargs["slot_mapping"]
-            for obj, start, end in zip(memory_objs, starts, ends):
-                slots = slot_mapping[start:end].long()
-                for li, layer in enumerate(views):
-                    layer.scatter(slots, obj.tensor[0, li, : end - start], obj.tensor[1, li, : end - start])
+            scatter_chunks(self._views(), list(memory_objs), starts, ends, kwargs["slot_mapping"])
 
         def from_gpu(self, memory_obj, start, end, **kwargs):
             self.batched_from_gpu([memory_obj], [start], [end], **kwargs)
