@@ -61,8 +61,10 @@ ttft: setup vllm
 		--max-tokens 1 --prompt-tokens 3000 --max-model-len 4096 --warmup --ttft-json bench-out/ttft.json
 	cat bench-out/ttft.json
 
-bench: setup
-	$(PY) -m hpu_shim bench
+# Every figure with its target (P1-P6), a table, bench-out/bench.json and a PNG of the P2 sweep.
+bench: setup lmcache-envs
+	$(PIP) matplotlib
+	HPU_SHIM_ENVS=$(abspath $(ENVS)) $(PY) -m hpu_shim bench --envs $(ENVS)
 
 clean:
 	rm -rf $(VENV) $(ENVS) .cache bench-out

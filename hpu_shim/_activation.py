@@ -80,6 +80,7 @@ class Runtime:
         self.module_overrides: dict[str, Any] = {}
         self.compat: Any = None
         self.shimmed: list[str] = []
+        self.tensor_patch_reason: str | None = None
         self.late: list[str] = []
         self.stand_ins: list[str] = []
         self.unknown: dict[tuple[str, str], int] = {}
@@ -143,6 +144,9 @@ class Runtime:
             self.patches.restore_all()
             self.undo.replay()
             self._unbind_proxies()
+            for proxy in (self.torch_proxy, self.cuda_proxy, self.hpu_proxy, *self._redirect_cache.values()):
+                if isinstance(proxy, _proxy._ForwardingModule):
+                    proxy._hpu_shim_clear()
             self._restore_env()
             if self.compat is not None:
                 self.compat.deactivate(self)
@@ -153,6 +157,7 @@ class Runtime:
             self._redirect_cache.clear()
             self._descriptions.clear()
             self.shimmed, self.late, self.stand_ins = [], [], []
+            self.tensor_patch_reason = None
             return self.status()
 
     def ensure_backend(self) -> None:
@@ -178,15 +183,28 @@ class Runtime:
         self.hpu_proxy = _proxy.HpuProxy(self, torch.hpu) if backend.name == "hpu" else None
         self.builtins = _hook.shim_builtins(self)
         self.helper = _rewrite.RewriteRuntime(self)
-        from . import _tensor, compat
+        from . import compat
 
-        _tensor.patch_tensor_cuda(self)
         self.compat = compat.activate(self)
         self.active = True
         log.info("hpu_shim active in pid %d: torch.cuda -> %s inside %s", os.getpid(), backend.module_name,
                  ", ".join(self.scope.packages))
 
     # ---- what the hook and proxies call ----------------------------------------------------------
+    def need_tensor_class_patch(self, reason: str) -> None:
+        """Patch ``Tensor.cuda`` on the class, once, because in-scope code runs without the rewrite tier.
+
+        The rewrite tier already turns ``x.cuda()`` written in LMCache's source into a redirect, so the
+        class patch (a depth-1 caller check on *every* ``Tensor.cuda`` call in the process) is only put
+        in when some in-scope code was compiled without it: modules imported before ``install()``, or
+        loaded by a loader that has no source. Until then out-of-scope ``Tensor.cuda`` costs nothing.
+        """
+        if self.active and not self.patches.is_patched(sys.modules["torch"].Tensor, "cuda"):
+            from . import _tensor
+
+            _tensor.patch_tensor_cuda(self)
+            self.tensor_patch_reason = reason
+
     def prepare_module(self, module: Any) -> None:
         d = module.__dict__
         d["__builtins__"] = self.builtins
@@ -266,6 +284,8 @@ class Runtime:
         done: list[str] = []
         if self.active:
             done = self._retrofit(names)
+            self.need_tensor_class_patch(f"in-scope modules imported before install(): {', '.join(names[:3])}"
+                                         + (" ..." if len(names) > 3 else ""))
         missed = ("the rewrite tier (.to('cuda'), device='cuda', pin_memory=True in their code), "
                   "decisions already taken at import (e.g. `if torch.cuda.is_available(): import lmcache.c_ops`), "
                   "and import statements inside functions defined before install()")
@@ -374,6 +394,7 @@ class Runtime:
             "shimmed_modules": list(self.shimmed),
             "late_modules": list(self.late),
             "patched_attributes": self.patches.describe() + [f"{label} (retrofit)" for label in self.undo.labels()],
+            "tensor_cuda_class_patch": self.tensor_patch_reason,
             "stand_in_modules": list(self.stand_ins),
             "compat": getattr(self.compat, "name", None),
             "unknown_apis": [f"{api} @ {site} (x{n})" for (api, site), n in self.unknown.items()],

@@ -136,7 +136,8 @@ class _ShimLoader(importlib.abc.Loader):
             return
         rt.prepare_module(module)
         path = _source_path(loader, module.__name__)
-        if path is None:
+        if path is None:  # no source to rewrite: .cuda() calls in it need the class patch
+            rt.need_tensor_class_patch(f"{module.__name__} has no source for the rewrite tier")
             loader.exec_module(module)
         else:
             exec(rewritten_code(loader, path), module.__dict__)

@@ -5,12 +5,15 @@ dtypes, ``torch.nn``) except ``cuda`` and ``device``. ``CudaProxy`` resolves eac
 the redirect table. Redirected classes (``Stream``, ``Event``, ``torch.device``) are real types
 built on a metaclass, so ``isinstance`` checks and annotations in LMCache keep working.
 
-Every proxy consults ``rt.active`` on use: after ``uninstall()`` a reference that escaped
-(a closure, a class attribute) passes straight through to the real ``torch``.
+Resolved names are cached in the proxy's own ``__dict__`` (a plain module-attribute lookup on the
+next use instead of a ``__getattr__`` call); ``uninstall()`` clears those caches. Every redirect
+consults ``rt.active`` on use: after ``uninstall()`` a reference that escaped (a closure, a class
+attribute) passes straight through to the real ``torch``.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -36,12 +39,34 @@ class _ForwardingModule(types.ModuleType):
             if hasattr(real, attr):
                 d[attr] = getattr(real, attr)
         d[_MARK] = True
+        d["_hpu_shim_cached"] = set()
+        # A module-level __getattr__ (PEP 562) in the instance dict rather than a method on the class:
+        # attribute hits then stay on ModuleType's C lookup, without the Python-level getattr hook.
+        d["__getattr__"] = self._hpu_shim_getattr
+
+    def _hpu_shim_getattr(self, name: str) -> Any:
+        return getattr(self._hpu_shim_real, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._hpu_shim_real, name, value)  # writes go where they would without the shim
+        self.__dict__.pop(name, None)
 
     def __delattr__(self, name: str) -> None:
         delattr(self._hpu_shim_real, name)
+        self.__dict__.pop(name, None)
+
+    def _hpu_shim_cache(self, name: str, value: Any) -> Any:
+        if not name.startswith("__"):
+            self.__dict__[name] = value
+            self.__dict__["_hpu_shim_cached"].add(name)
+        return value
+
+    def _hpu_shim_clear(self) -> None:
+        """Forget cached names (uninstall): the next access resolves through ``__getattr__`` again."""
+        d = self.__dict__
+        for name in d["_hpu_shim_cached"]:
+            d.pop(name, None)
+        d["_hpu_shim_cached"].clear()
 
     def __dir__(self):
         return dir(self._hpu_shim_real)
@@ -51,33 +76,30 @@ class _ForwardingModule(types.ModuleType):
 
 
 class TorchProxy(_ForwardingModule):
-    def __getattr__(self, name: str) -> Any:
+    def _hpu_shim_getattr(self, name: str) -> Any:
         rt = self._hpu_shim_rt
-        if rt.active:
-            if name == "cuda":
-                return rt.cuda_proxy
-            if name == "device":
-                return rt.device_type
-            if name == "hpu" and rt.hpu_proxy is not None:
-                return rt.hpu_proxy
-        return getattr(self._hpu_shim_real, name)
+        if not rt.active:
+            return getattr(self._hpu_shim_real, name)
+        special = {"cuda": rt.cuda_proxy, "device": rt.device_type, "hpu": rt.hpu_proxy}.get(name)
+        # Everything else is torch's own object, cached by identity (torch.empty, torch.Tensor, dtypes).
+        return self._hpu_shim_cache(name, special if special is not None else getattr(self._hpu_shim_real, name))
 
 
 class HpuProxy(_ForwardingModule):
     """``torch.hpu`` in scope: only ``get_device_properties`` changes, from a str (A1) to an object
     with ``.name``/``.total_memory``; LMCache 0.4.3 - 0.4.7 call ``.name`` on it."""
 
-    def __getattr__(self, name: str) -> Any:
+    def _hpu_shim_getattr(self, name: str) -> Any:
         rt = self._hpu_shim_rt
         if rt.active and name == "get_device_properties":
-            return _hpu_device_properties(rt)
+            return self._hpu_shim_cache(name, _hpu_device_properties(rt))
         return getattr(self._hpu_shim_real, name)
 
 
 def _hpu_device_properties(rt: "Runtime") -> Any:
     def get_device_properties(device: Any = None) -> Any:
         rt.audit.hit(sys._getframe(1), "modified", "torch.hpu.get_device_properties",
-                     rt.describe("get_device_properties"), (device,) if device is not None else ())
+                     functools.partial(rt.describe, "get_device_properties"), (device,) if device is not None else ())
         return rt.backend.get_device_properties(device)
 
     return get_device_properties
@@ -90,16 +112,16 @@ class CudaProxy(_ForwardingModule):
         super().__init__(rt, real)
         self.__dict__["_hpu_shim_prefix"] = prefix
 
-    def __getattr__(self, name: str) -> Any:
+    def _hpu_shim_getattr(self, name: str) -> Any:
         rt = self._hpu_shim_rt
         real = self._hpu_shim_real
         if not rt.active or name.startswith("__"):
             return getattr(real, name)
         key = self._hpu_shim_prefix + name
         obj = rt.redirect_for(key)
-        if obj is None:
+        if obj is None:  # not cached: every call site of an unknown API must be seen
             return rt.unknown_api(key, sys._getframe(1), real, name)
-        return obj
+        return self._hpu_shim_cache(name, obj)
 
 
 def _real_cuda_attr(key: str) -> Any:
@@ -117,13 +139,25 @@ def make_redirect(rt: "Runtime", key: str, entry: Redirect) -> Any:
     if entry.kind == "class":
         return _make_class(rt, key, api, entry)
     op, category = entry.op, entry.category
+    target = functools.partial(rt.describe, op)  # built into the audit record on the first hit only
+    hit, records, getframe = rt.audit.hit, rt.audit._records, sys._getframe
+    bound: list = [None, None]  # (backend, its bound method): re-resolved if the backend changes
 
     def redirect(*args: Any, **kwargs: Any) -> Any:
-        if rt.active:
-            backend = rt.backend
-            rt.audit.hit(sys._getframe(1), category, api, rt.describe(op), args, kwargs)
-            return getattr(backend, op)(*args, **kwargs)
-        return _real_cuda_attr(key)(*args, **kwargs)
+        # The hot path of every in-scope torch.cuda call: counted inline (Audit.hit's fast path),
+        # the backend method cached; the full Audit.hit runs once per call site.
+        if not rt.active:
+            return _real_cuda_attr(key)(*args, **kwargs)
+        frame = getframe(1)
+        rec = records.get((id(frame.f_code), frame.f_lasti, api))
+        if rec is None:
+            hit(frame, category, api, target, args, kwargs)
+        else:
+            rec.count += 1
+        backend = rt.backend
+        if bound[0] is not backend:
+            bound[0], bound[1] = backend, getattr(backend, op)
+        return bound[1](*args, **kwargs)
 
     redirect.__name__ = redirect.__qualname__ = key.rsplit(".", 1)[-1]
     redirect.__doc__ = f"hpu_shim redirect of {api} [{category}]: {entry.note or 'same semantics'}"
@@ -139,7 +173,7 @@ class _RedirectMeta(type):
         if not rt.active:
             return _real_cuda_attr(cls._hpu_shim_key)(*args, **kwargs)
         rt.audit.hit(sys._getframe(1), cls._hpu_shim_category, cls._hpu_shim_api,
-                     rt.describe(cls._hpu_shim_op), args, kwargs)
+                     functools.partial(rt.describe, cls._hpu_shim_op), args, kwargs)
         return getattr(rt.backend, cls._hpu_shim_op)(*args, **kwargs)
 
     def _target(cls) -> type:

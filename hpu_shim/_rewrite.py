@@ -84,6 +84,9 @@ class RewriteRuntime:
 
     def to(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
         rt = self._rt
+        torch = sys.modules.get("torch")
+        if torch is not None and obj is torch.Tensor and args:  # torch.Tensor.to(t, ...)
+            obj, args = args[0], args[1:]
         if rt.active and (args or "device" in kwargs):
             target = rt.backend.target
             new_args = args
@@ -104,6 +107,9 @@ class RewriteRuntime:
 
     def cuda(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
         rt = self._rt
+        torch = sys.modules.get("torch")
+        if torch is not None and obj is torch.Tensor and args:  # torch.Tensor.cuda(t, ...)
+            obj, args = args[0], args[1:]
         if rt.active and self._takes_int(obj):
             device = args[0] if args else kwargs.pop("device", None)
             if len(args) > 1:

@@ -1,10 +1,11 @@
 """``Tensor.cuda`` on the class, with a depth-1 caller check.
 
 ``Tensor.cuda`` lives on the immutable C base ``torch._C.TensorBase``, so the only way to reach
-``t.cuda()`` calls that the rewrite tier did not see (modules imported before the shim, code
-reached through ``getattr``) is a patch on ``torch.Tensor``. It looks exactly one frame up: deeper
-walks leak scope (freezegun #269). Out of scope the cost is one frame lookup and one cached dict
-hit; ``Tensor.to`` is never patched.
+``t.cuda()`` calls that the rewrite tier did not see (modules imported before the shim, modules
+without source) is a patch on ``torch.Tensor``. It is applied only when such code exists
+(``Runtime.need_tensor_class_patch``). It looks exactly one frame up: deeper walks leak scope
+(freezegun #269). Out of scope the cost is one frame lookup and one dict hit; ``Tensor.to`` is
+never patched.
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ def patch_tensor_cuda(rt: "Runtime") -> None:
 
     original = rt.patches.get_original(torch.Tensor, "cuda")
     scope = rt.scope
+    known = scope._cache  # module name -> in scope; filled by Scope.__contains__
     getframe = sys._getframe
 
     def cuda(self, *args: Any, **kwargs: Any) -> Any:
-        if rt.active and getframe(1).f_globals.get("__name__") in scope:
+        if rt.active:
+            name = getframe(1).f_globals.get("__name__")
+            inside = known.get(name)
+            if inside is None:
+                inside = name in scope
+        else:
+            inside = False
+        if inside:
             device = args[0] if args else kwargs.pop("device", None)
             if len(args) > 1:
                 kwargs.setdefault("non_blocking", args[1])

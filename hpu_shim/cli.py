@@ -74,5 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its options are the bench's own (argparse.REMAINDER drops leading "-x")
+        return _cmd_bench(argparse.Namespace(bench_args=argv[1:]))
     args = parser.parse_args(argv)
     return args.func(args)

@@ -20,13 +20,38 @@ def test_tensor_cuda_in_and_out_of_scope(shim):
     assert torch.Tensor.cuda is torch._C.TensorBase.cuda
 
 
-def test_class_patch_covers_code_the_rewrite_tier_missed(shim, pkgs):
-    (pkgs / "lmcache" / "dyn.py").write_text("def go(t):\n    return getattr(t, 'cuda')()\n")
+def test_no_class_patch_while_the_rewrite_tier_covers_scope(shim):
     shim.install(backend="cpu")
-    import lmcache.dyn
+    import lmcache
 
+    assert lmcache.tensor_cuda(torch.ones(1)).device.type == "cpu"  # via the rewrite tier
+    assert "cuda" not in torch.Tensor.__dict__  # out-of-scope Tensor.cuda pays nothing
+    assert shim.status()["tensor_cuda_class_patch"] is None
+
+
+def test_class_patch_covers_code_compiled_before_install(shim, pkgs):
+    (pkgs / "lmcache" / "dyn.py").write_text("def go(t):\n    return getattr(t, 'cuda')()\n")
+    import lmcache.dyn  # compiled without the rewrite tier
+
+    with pytest.warns(UserWarning):
+        shim.install(backend="cpu")
+    assert "lmcache.dyn" in shim.status()["tensor_cuda_class_patch"]
     assert lmcache.dyn.go(torch.ones(1)).device.type == "cpu"
     assert any(r.api == "Tensor.cuda" and r.site == "lmcache/dyn.py:2" for r in shim.report())
+    with pytest.raises((AssertionError, RuntimeError)):
+        torch.ones(1).cuda()  # this test module is still out of scope
+    shim.uninstall()
+    assert "cuda" not in torch.Tensor.__dict__
+
+
+def test_unbound_tensor_methods_in_scope(shim, pkgs):
+    (pkgs / "lmcache" / "unbound.py").write_text(
+        "import torch\ndef go(t):\n    return torch.Tensor.cuda(t), torch.Tensor.to(t, 'cuda:0')\n")
+    shim.install(backend="cpu")
+    import lmcache.unbound
+
+    a, b = lmcache.unbound.go(torch.ones(1))
+    assert a.device.type == b.device.type == "cpu"
 
 
 def test_to_and_device_kwargs_in_scope_only(shim):
@@ -50,4 +75,4 @@ def test_tensor_to_is_never_patched(shim):
     import lmcache  # noqa: F401
 
     assert torch.Tensor.to is before
-    assert shim.status()["patched_attributes"] == ["torch.Tensor.cuda (inherited)"]
+    assert shim.status()["patched_attributes"] == []

@@ -92,17 +92,13 @@ def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
                     obj.metadata.fmt = self._format()
                 return
             layers = self._layers()
-            host = kv_transfer.gather(layers, self._slot_mapping(kwargs), starts, ends, rt.backend.mark_step)
-            offset = 0
-            for obj, start, end in zip(memory_objs, starts, ends):
-                n = end - start
-                obj.tensor[:, :, :n].copy_(host[:, :, offset:offset + n])
-                offset += n
+            # Straight into LMCache's memory objects: no intermediate result to allocate and copy.
+            kv_transfer.gather(layers, self._slot_mapping(kwargs), starts, ends, rt.backend.mark_step,
+                               out=[obj.tensor for obj in memory_objs])
+            for obj in memory_objs:
                 obj.metadata.fmt = self._format()
 
         def batched_to_gpu(self, memory_objs, starts, ends, **kwargs):
-            import torch
-
             memory_objs = list(memory_objs)
             if not memory_objs:
                 return
@@ -114,11 +110,8 @@ def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
 
                 scatter_chunks(cpu_layers, memory_objs, starts, ends, self._slot_mapping(kwargs))
                 return
-            layers = self._layers()
-            parts = [obj.tensor[:, :, : end - start] for obj, start, end in zip(memory_objs, starts, ends)]
-            host = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-            kv_transfer.scatter(layers, host, self._slot_mapping(kwargs), starts, ends,
-                                rt.backend.mark_step, _device_synchronize(rt))
+            kv_transfer.scatter(self._layers(), [obj.tensor for obj in memory_objs], self._slot_mapping(kwargs),
+                                starts, ends, rt.backend.mark_step, _device_synchronize(rt))
 
         def from_gpu(self, memory_obj, start, end, **kwargs):
             self.batched_from_gpu([memory_obj], [start], [end], **kwargs)

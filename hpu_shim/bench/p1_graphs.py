@@ -1,0 +1,97 @@
+"""Distinct lazy-mode graph signatures over a sweep of prompt lengths (a proxy for recompiles).
+
+The shim's kernels run on the emulated HPU (``PT_HPU_LAZY_MODE=1``) for geometrically spaced
+prompt lengths, with the graph cache cleared first, so every ``graph_compiles`` is a new
+signature. Each call's compiles are split at its first ``mark_step``: before it, the graph that
+prepares the index; after it, the transfer graph, whose shapes the shim buckets. Two placements
+of the slot mapping: on the device (LMCache's vLLM adapter moves it there: per-token path; its raw
+length cannot be hidden from the graph that slices it) and on the host (whole-block path).
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import _proc
+from .config import Options
+from .report import Row, verdict
+
+__all__ = ["run", "measure", "lengths"]
+
+PER_OCTAVE = 4  # kv_transfer.bucket: {1, 1.25, 1.5, 1.75} x 2**k
+
+
+def lengths(count: int, high: int, low: int = 100) -> list[int]:
+    return sorted({round(low * (high / low) ** (i / (count - 1))) for i in range(count)})
+
+
+def measure(layers: int, count: int, high: int, block: int = 128, chunk: int = 256) -> dict:
+    import torch
+
+    from .. import testing as emu
+
+    emu.install_emulator()
+    import habana_frameworks.torch.core as htcore
+
+    from ..compat import kv_transfer
+
+    blocks = high // block + 8
+    kv = [torch.zeros(2, blocks, block, 1, 8, dtype=torch.bfloat16).to("hpu") for _ in range(layers)]
+    _, views = kv_transfer.normalize(kv)
+    order = torch.randperm(blocks, generator=torch.Generator().manual_seed(0))
+    slots = (order[:, None] * block + torch.arange(block)).flatten()
+    sweep = lengths(count, high)
+    out: dict = {"lengths": sweep, "layers": layers}
+    for where in ("device", "host"):
+        for op in ("gather", "scatter"):
+            htcore.mark_step()
+            emu.clear_graph_cache()
+            marks: list[int] = []
+
+            def mark_step() -> None:
+                htcore.mark_step()
+                marks.append(emu.counters()["graph_compiles"])
+
+            index = 0
+            with emu.count() as c:
+                for n in sweep:
+                    marks.clear()
+                    before = emu.counters()["graph_compiles"]
+                    # uploaded right before the call, as LMCache's adapter does: it joins the index graph
+                    sm = slots[:n].to("hpu") if where == "device" else slots[:n]
+                    starts = list(range(0, n, chunk))
+                    ends = [min(s + chunk, n) for s in starts]
+                    if op == "gather":
+                        kv_transfer.gather(views, sm, starts, ends, mark_step)
+                    else:
+                        host = torch.zeros(2, layers, n, 8, dtype=torch.bfloat16)
+                        kv_transfer.scatter(views, host, sm, starts, ends, mark_step, torch.hpu.synchronize)
+                    index += marks[0] - before
+            d = c.as_dict()
+            out[f"{where}_{op}"] = {"signatures": d["distinct_graphs"], "index_graphs": index,
+                                    "transfer_graphs": d["graph_compiles"] - index, "flushes": d["graph_flushes"]}
+    return out
+
+
+def run(opts: Options) -> tuple[list[Row], dict]:
+    environ = _proc.env(cache=opts.cache, PT_HPU_LAZY_MODE="1")
+    raw = _proc.run_child("p1_graphs", {"layers": opts.sweep_layers, "count": opts.sweep_lengths,
+                                        "high": opts.sweep_max}, environ)
+    sweep = raw["lengths"]
+    octaves = math.log2(sweep[-1] / sweep[0])
+    bound = PER_OCTAVE * math.ceil(octaves) + PER_OCTAVE
+    span = f"{len(sweep)} prompt lengths {sweep[0]}..{sweep[-1]} (log2 span {octaves:.1f})"
+    rows = []
+    for where, why in (("device", "slot mapping on the device (per-token path)"),
+                       ("host", "slot mapping on the host (whole-block path)")):
+        g, s = raw[f"{where}_gather"], raw[f"{where}_scatter"]
+        value = (f"gather {g['transfer_graphs']}, scatter {s['transfer_graphs']} over {span}; "
+                 f"{g['transfer_graphs'] / octaves:.1f}/octave")
+        ok = max(g["transfer_graphs"], s["transfer_graphs"]) <= bound
+        rows.append(Row("G", f"transfer-graph signatures, {why}", value,
+                        f"O(log): <= {PER_OCTAVE}/octave (<= {bound})", verdict(ok)))
+        rows.append(Row("G", f"index-graph signatures, {why}",
+                        f"gather {g['index_graphs']}, scatter {s['index_graphs']} for {len(sweep)} lengths",
+                        "report it" if where == "device" else f"<= {bound}",
+                        "INFO" if where == "device" else verdict(max(g["index_graphs"], s["index_graphs"]) <= bound)))
+    return rows, raw
