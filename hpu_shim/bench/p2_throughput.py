@@ -184,6 +184,6 @@ def _rows(p: dict, opts: Options, target: str) -> list[Row]:
         for side, today, direct in (("store", "a fresh result + a copy into each", "gather(out=[objects])"),
                                     ("retrieve", "torch.cat of the objects + scatter", "scatter([objects])")):
             rows.append(Row("P2", f"{side} with per-chunk memory objects, {report.size(p['tokens'])} tokens",
-                            f"as the shim's connector calls it today ({today}): {x(f'today_{side}')}; "
-                            f"{direct}: {x(f'chunks_{side}')} memcpy", "report it", "INFO"))
+                            f"the shim's connector, {direct}: {x(f'chunks_{side}')} memcpy; through one "
+                            f"intermediate tensor ({today}): {x(f'today_{side}')}", "report it", "INFO"))
     return rows
