@@ -6,7 +6,6 @@ import importlib.util
 import os
 import platform
 import sys
-from typing import Any
 
 from . import _config
 
