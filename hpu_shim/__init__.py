@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os as _os
 
-from ._activation import CudaFallthroughWarning, LateInstallWarning, flush_report, install, report, status, uninstall
-from ._config import ShimConfigError
+from .runtime.runtime import CudaFallthroughWarning, LateInstallWarning, flush_report, install, report, status, uninstall
+from .runtime.config import ShimConfigError
 from .backends import BackendUnavailable
 from .errors import UnsupportedCudaAPI
 
@@ -24,10 +24,10 @@ __all__ = [
 
 def _autoinstall() -> None:
     """``import hpu_shim`` means "turn it on", unless HPU_SHIM=0 (a bad value raises, naming it)."""
-    from ._config import load
+    from .runtime.config import load
 
     if load().enabled is not False:
-        from ._activation import RUNTIME
+        from .runtime.runtime import RUNTIME
 
         RUNTIME.install(_source="import")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._config import ShimConfigError
+from .runtime.config import ShimConfigError
 from .backends.base import BackendUnavailable
 
 __all__ = ["UnsupportedCudaAPI", "ShimConfigError", "BackendUnavailable"]

@@ -1,4 +1,4 @@
-"""hpu_shim._activation: idempotent install/uninstall, env export, late install, the order matrix."""
+"""hpu_shim.runtime.runtime: idempotent install/uninstall, env export, late install, the order matrix."""
 
 import itertools
 import os
@@ -8,8 +8,8 @@ import warnings
 import pytest
 import torch
 
-from hpu_shim._activation import LateInstallWarning, bootstrap_dir
-from hpu_shim._proxy import TorchProxy
+from hpu_shim.runtime.runtime import LateInstallWarning, bootstrap_dir
+from hpu_shim.core.proxy import TorchProxy
 
 
 def test_install_uninstall_idempotent(shim):
@@ -33,7 +33,7 @@ def test_reinstall_with_other_config_warns(shim, caplog):
 
 
 def test_first_original_wins():
-    from hpu_shim._state import PatchRegistry
+    from hpu_shim.core.patches import PatchRegistry
 
     class Owner:
         def f(self):

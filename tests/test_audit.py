@@ -1,4 +1,4 @@
-"""hpu_shim._audit and the CLI: per-site records, JSON-lines reports merged across processes."""
+"""hpu_shim.audit and the CLI: per-site records, JSON-lines reports merged across processes."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 from _helpers import REPO, clean_env, run_py
 
-from hpu_shim._audit import merge, read_jsonl, render_table
+from hpu_shim.audit import merge, read_jsonl, render_table
 
 
 def test_each_site_once_with_count(shim, pkgs):

@@ -17,7 +17,7 @@ import torch
 
 from _helpers import REPO, clean_env, run_py
 from hpu_shim.bench import report
-from hpu_shim.compat import kv_transfer
+from hpu_shim.transfer import kv_transfer
 
 ENVS = Path(os.environ.get("HPU_SHIM_ENVS", REPO / ".envs"))
 STATUSES = {"PASS", "FAIL", "INFO", "SKIP"}

@@ -1,9 +1,9 @@
-"""hpu_shim._config: every variable parses, and every bad value names variable, value and choices."""
+"""hpu_shim.runtime.config: every variable parses, and every bad value names variable, value and choices."""
 
 import pytest
 
-from hpu_shim import _config
-from hpu_shim._config import ShimConfigError
+from hpu_shim.runtime import config as _config
+from hpu_shim.runtime.config import ShimConfigError
 
 from _helpers import run_py
 

@@ -1,9 +1,9 @@
-"""hpu_shim._devices: translation is exact: whole device specs only."""
+"""hpu_shim.core.devices: translation is exact: whole device specs only."""
 
 import pytest
 import torch
 
-from hpu_shim._devices import DeviceTarget, is_cuda_spec, translate
+from hpu_shim.core.devices import DeviceTarget, is_cuda_spec, translate
 
 HPU = DeviceTarget("hpu", keeps_index=True)
 CPU = DeviceTarget("cpu", keeps_index=False)

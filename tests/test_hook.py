@@ -1,4 +1,4 @@
-"""hpu_shim._hook: every import form is redirected in scope, none outside it."""
+"""hpu_shim.core.finder: every import form is redirected in scope, none outside it."""
 
 import importlib
 import importlib.machinery
@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from hpu_shim._proxy import CudaProxy, TorchProxy
+from hpu_shim.core.proxy import CudaProxy, TorchProxy
 
 
 def _install(shim):

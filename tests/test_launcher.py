@@ -1,4 +1,4 @@
-"""hpu_shim._launcher: `python -m hpu_shim run -- CMD` sets the shim's environment and execs CMD."""
+"""hpu_shim.cli.launcher: `python -m hpu_shim run -- CMD` sets the shim's environment and execs CMD."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_errors():
 
 
 def test_launch_env_is_pure():
-    from hpu_shim._launcher import launch_env
+    from hpu_shim.cli.launcher import launch_env
 
     before = dict(os.environ)
     env = launch_env({"PATH": "/bin", "PYTHONPATH": f"/x{os.pathsep}{SITE}"})

@@ -1,4 +1,4 @@
-"""hpu_shim._proxy: redirected classes keep isinstance; unknown APIs warn once per site or raise."""
+"""hpu_shim.core.proxy: redirected classes keep isinstance; unknown APIs warn once per site or raise."""
 
 import warnings
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import hpu_shim
-from hpu_shim._activation import CudaFallthroughWarning
+from hpu_shim.runtime.runtime import CudaFallthroughWarning
 
 
 def test_redirected_classes_keep_isinstance(shim):

@@ -1,4 +1,4 @@
-from hpu_shim._scope import Scope
+from hpu_shim.core.scope import Scope
 
 
 def test_exact_or_dot_prefix():

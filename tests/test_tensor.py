@@ -1,4 +1,4 @@
-"""hpu_shim._tensor: Tensor.cuda redirects only for in-scope callers; uninstall restores exactly."""
+"""hpu_shim.core.tensor_patch: Tensor.cuda redirects only for in-scope callers; uninstall restores exactly."""
 
 import pytest
 import torch

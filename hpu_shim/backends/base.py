@@ -8,7 +8,7 @@ import functools
 import logging
 from typing import Any
 
-from .._devices import DeviceTarget
+from ..core.devices import DeviceTarget
 
 log = logging.getLogger("hpu_shim")
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from .._devices import DeviceTarget
+from ..core.devices import DeviceTarget
 from .base import Backend, DeviceProperties
 
 __all__ = ["CpuBackend", "HostStream", "HostEvent"]

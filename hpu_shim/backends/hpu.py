@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .._devices import DeviceTarget
+from ..core.devices import DeviceTarget
 from .base import Backend, DeviceProperties, warn_once
 
 __all__ = ["HpuBackend", "probe_hpu", "mark_step"]

@@ -33,7 +33,7 @@ def measure(layers: int, count: int, high: int, block: int = 128, chunk: int = 2
     emu.install_emulator()
     import habana_frameworks.torch.core as htcore
 
-    from ..compat import kv_transfer
+    from ..transfer import kv_transfer
 
     blocks = high // block + 8
     kv = [torch.zeros(2, blocks, block, 1, 8, dtype=torch.bfloat16).to("hpu") for _ in range(layers)]

@@ -30,7 +30,7 @@ def _cases(opts: Options) -> list[dict]:
 
 
 def _roundtrips(opts: Options, version: str) -> list[dict]:
-    from .._activation import bootstrap_dir
+    from ..runtime.runtime import bootstrap_dir
 
     path = _proc.release(opts.envs, version)
     if path is None:

@@ -43,7 +43,7 @@ def _lmcache_ops():
 def measure(tokens: int, layers: int, rounds: int, lmcache_rounds: int, per_chunk: bool) -> dict:
     import torch
 
-    from ..compat import kv_transfer
+    from ..transfer import kv_transfer
 
     hidden, blocks = HEADS * HEAD_DIM, tokens // BLOCK + 16
     paged = torch.empty(layers, 2, blocks, BLOCK, HEADS, HEAD_DIM, dtype=torch.bfloat16)

@@ -83,7 +83,7 @@ def measure(calls: int, rounds: int) -> dict:
     def bare(self, *args, **kwargs):  # the floor: any Python-level patch of Tensor.cuda costs this much
         return original(self, *args, **kwargs)
 
-    from .._activation import RUNTIME
+    from ..runtime.runtime import RUNTIME
 
     without, with_, patched, floor = [], [], [], []
     for _ in range(rounds):  # alternate, so all sides see the same machine

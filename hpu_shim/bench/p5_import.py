@@ -36,7 +36,7 @@ def _seconds(module: str, environ: dict) -> float:
 
 
 def _envs(release: Path, cache: Path) -> dict:
-    from .._activation import bootstrap_dir
+    from ..runtime.runtime import bootstrap_dir
 
     return {"plain": _proc.env([release], cache),
             "shim": _proc.env([bootstrap_dir(), release], cache, HPU_SHIM="1", HPU_SHIM_BACKEND="cpu")}

@@ -72,7 +72,7 @@ def multi_layer_kv_transfer(key_value: Any, kv_layers: Any, slot_mapping: Any, d
 
     ``kv_layers`` is a list of per-layer paged KV tensors in any layout ``kv_transfer`` understands.
     """
-    from . import kv_transfer
+    from ..transfer import kv_transfer
 
     _, layers = kv_transfer.normalize(_tensors(kv_layers, "multi_layer_kv_transfer"), use_mla)
     n = int(slot_mapping.shape[0])
@@ -89,7 +89,7 @@ def multi_layer_kv_transfer(key_value: Any, kv_layers: Any, slot_mapping: Any, d
 def single_layer_kv_transfer(lmc_kv: Any, vllm_kv_layer: Any, slot_mapping: Any, direction: Any = True,
                              token_major: bool = False, vllm_two_major: bool = True, *_: Any) -> None:
     """One layer: ``lmc_kv`` is ``[2, T, hidden]`` (or ``[T, 2, hidden]`` when token_major)."""
-    from . import kv_transfer
+    from ..transfer import kv_transfer
 
     _, layers = kv_transfer.normalize([vllm_kv_layer] if not isinstance(vllm_kv_layer, list) else vllm_kv_layer)
     (views,) = layers

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import kv_transfer
+from ..transfer import kv_transfer
 
 __all__ = ["make_paged_connector", "make_unsupported_connector", "make_flat_aware_connector"]
 

@@ -23,7 +23,7 @@ CASE = {"layout": "kv_tuple", "dtype": "bfloat16", "tokens": 1000, "save_unfull_
 
 
 def run_release(version: str, envs: str, case: dict = CASE) -> dict:
-    from .._activation import bootstrap_dir
+    from ..runtime.runtime import bootstrap_dir
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.path.join(envs, f"lmcache-{version}")

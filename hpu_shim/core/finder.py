@@ -27,10 +27,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import _rewrite
+from . import rewrite as _rewrite
 
 if TYPE_CHECKING:
-    from ._activation import Runtime
+    from ..runtime.runtime import Runtime
 
 log = logging.getLogger("hpu_shim")
 

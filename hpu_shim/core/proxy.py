@@ -18,11 +18,11 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from . import _devices
-from .redirects import Redirect
+from . import devices as _devices
+from ..redirects import Redirect
 
 if TYPE_CHECKING:
-    from ._activation import Runtime
+    from ..runtime.runtime import Runtime
 
 __all__ = ["TorchProxy", "CudaProxy", "make_redirect", "make_device_type", "is_proxy_object"]
 

@@ -25,8 +25,8 @@ def _note(message: str) -> None:
 
 def launch_env(environ: dict | None = None) -> dict:
     """The environment for a shimmed command tree (validated: a bad HPU_SHIM_* value raises)."""
-    from . import _config
-    from ._activation import bootstrap_dir
+    from ..runtime import config as _config
+    from ..runtime.runtime import bootstrap_dir
 
     env = dict(os.environ if environ is None else environ)
     if env.get("HPU_SHIM", "").strip() == "0":
@@ -49,7 +49,7 @@ def run(command: list[str]) -> int:
     if not command:
         _note("usage: python -m hpu_shim run -- COMMAND [ARGS...]")
         return 2
-    from ._config import ShimConfigError
+    from ..runtime.config import ShimConfigError
 
     try:
         env = launch_env()

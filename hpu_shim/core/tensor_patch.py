@@ -13,10 +13,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import _devices
+from . import devices as _devices
 
 if TYPE_CHECKING:
-    from ._activation import Runtime
+    from ..runtime.runtime import Runtime
 
 __all__ = ["patch_tensor_cuda"]
 

@@ -22,10 +22,10 @@ import ast
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import _devices
+from . import devices as _devices
 
 if TYPE_CHECKING:
-    from ._activation import Runtime
+    from ..runtime.runtime import Runtime
 
 __all__ = ["rewrite", "RewriteRuntime", "HELPER_NAME", "VERSION"]
 

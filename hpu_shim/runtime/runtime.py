@@ -23,11 +23,13 @@ import threading
 import warnings
 from typing import Any, Iterable
 
-from . import _config, _hook, _proxy, _rewrite, backends, redirects
-from ._audit import Audit, Record, site_of
-from ._scope import Scope
-from ._state import PatchRegistry, UndoLog
-from .errors import UnsupportedCudaAPI
+from .. import backends, redirects
+from ..core import finder as _hook, proxy as _proxy, rewrite as _rewrite
+from . import config as _config
+from ..audit import Audit, Record, site_of
+from ..core.scope import Scope
+from ..core.patches import PatchRegistry, UndoLog
+from ..errors import UnsupportedCudaAPI
 
 log = logging.getLogger("hpu_shim")
 
@@ -48,7 +50,7 @@ class CudaFallthroughWarning(UserWarning):
 
 def bootstrap_dir() -> str:
     """The directory holding the shim's sitecustomize.py (checkout layout, else installed layout)."""
-    pkg = os.path.dirname(os.path.abspath(__file__))
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     checkout = os.path.join(os.path.dirname(pkg), "sitecustomize")
     if os.path.isfile(os.path.join(checkout, "sitecustomize.py")):
         return checkout
@@ -183,7 +185,7 @@ class Runtime:
         self.hpu_proxy = _proxy.HpuProxy(self, torch.hpu) if backend.name == "hpu" else None
         self.builtins = _hook.shim_builtins(self)
         self.helper = _rewrite.RewriteRuntime(self)
-        from . import compat
+        from .. import compat
 
         self.compat = compat.activate(self)
         self.active = True
@@ -200,9 +202,9 @@ class Runtime:
         loaded by a loader that has no source. Until then out-of-scope ``Tensor.cuda`` costs nothing.
         """
         if self.active and not self.patches.is_patched(sys.modules["torch"].Tensor, "cuda"):
-            from . import _tensor
+            from ..core import tensor_patch
 
-            _tensor.patch_tensor_cuda(self)
+            tensor_patch.patch_tensor_cuda(self)
             self.tensor_patch_reason = reason
 
     def prepare_module(self, module: Any) -> None:

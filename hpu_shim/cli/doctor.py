@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import _config
+from ..runtime import config as _config
 
 __all__ = ["diagnose", "render"]
 
@@ -35,7 +35,7 @@ def diagnose() -> list[tuple[str, str, str]]:
     add("python", f"{platform.python_version()} ({sys.executable})")
     if os.environ.get("HPU_SHIM_FAKE_HPU", "").strip() == "1":  # as sitecustomize would
         try:
-            from .testing import install_emulator
+            from ..testing import install_emulator
 
             install_emulator()
         except Exception as exc:
@@ -52,7 +52,7 @@ def diagnose() -> list[tuple[str, str, str]]:
         else "installed" if _find("habana_frameworks") else "not installed", "info")
     emulated = False
     try:
-        from . import testing
+        from .. import testing
 
         emulated = testing.is_installed()
     except Exception:
@@ -72,12 +72,12 @@ def diagnose() -> list[tuple[str, str, str]]:
         else "eager: PT_HPU_LAZY_MODE unset (current Habana default 0; SW 1.17 defaulted to lazy)", "info")
     add("lmcache", _version("lmcache") or "not installed", "info")
     try:
-        from ._activation import original_environ
+        from ..runtime.runtime import original_environ
 
         config = _config.load(original_environ())
         add("HPU_SHIM", {None: "unset (import hpu_shim installs)", True: "1", False: "0 (disabled)"}[config.enabled])
         add("scope", ",".join(config.scope))
-        from .backends import probe_hpu
+        from ..backends import probe_hpu
 
         ok, why = probe_hpu() if torch is not None else (False, "torch missing")
         effective = {"auto": "hpu" if ok else "idle (no HPU: pass-through)", "hpu": "hpu" if ok else f"ERROR: {why}",
@@ -95,7 +95,7 @@ def diagnose() -> list[tuple[str, str, str]]:
             "torch.cuda.is_available() True everywhere; it conflicts with hpu_shim. Unset it.", "warn")
     else:
         add("GPU Migration Toolkit", "off (PT_HPU_GPU_MIGRATION not 1)")
-    from . import status
+    from .. import status
 
     st = status()
     add("shim in this process", f"{st['state']} (backend={st['backend']}, shimmed modules={len(st['shimmed_modules'])})",

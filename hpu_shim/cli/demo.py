@@ -46,9 +46,9 @@ print("RESULT " + json.dumps(result))
 
 
 def _child_env(report: str, scope: str, code_dir: str) -> dict:
-    from ._activation import bootstrap_dir
+    from ..runtime.runtime import bootstrap_dir
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPU_SHIM")}
     env.update(HPU_SHIM="1", HPU_SHIM_FAKE_HPU="1", HPU_SHIM_BACKEND="hpu", HPU_SHIM_SCOPE=scope,
                HPU_SHIM_REPORT=report, PT_HPU_LAZY_MODE=os.environ.get("PT_HPU_LAZY_MODE", "1"),
@@ -67,7 +67,7 @@ def _lmcache_version(path: str) -> str:
 def _run_lmcache(path: str, report: str) -> int:
     import json
 
-    from ._audit import merge, read_jsonl, render_table
+    from ..audit import merge, read_jsonl, render_table
 
     if not os.path.isfile(os.path.join(path, "lmcache", "__init__.py")):
         print(f"demo: {path!r} holds no LMCache install (run `make lmcache-envs`, or pass --lmcache "
@@ -110,7 +110,7 @@ def _run_lmcache(path: str, report: str) -> int:
 def main(args: argparse.Namespace | None = None) -> int:
     import json
 
-    from ._audit import merge, read_jsonl, render_table
+    from ..audit import merge, read_jsonl, render_table
 
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "audit.jsonl")

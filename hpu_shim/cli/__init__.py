@@ -10,7 +10,7 @@ __all__ = ["main"]
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from ._doctor import diagnose, render
+    from .doctor import diagnose, render
 
     rows = diagnose()
     print(render(rows))
@@ -18,7 +18,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ._audit import merge, read_jsonl, render_table
+    from ..audit import merge, read_jsonl, render_table
 
     path = args.path or os.environ.get("HPU_SHIM_REPORT")
     if not path:
@@ -38,19 +38,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import main as demo_main
+    from .demo import main as demo_main
 
     return demo_main(args)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ._launcher import run
+    from .launcher import run
 
     return run(args.command_line)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+    from ..bench import main as bench_main
 
     return bench_main(args.bench_args)
 
