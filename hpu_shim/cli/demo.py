@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -41,7 +40,8 @@ result = {
     "other_library_torch_cuda_is_real": torch.cuda.is_available() is False,
     "status": {k: hpu_shim.status()[k] for k in ("state", "backend", "device", "scope", "shimmed_modules")},
 }
-print("RESULT " + json.dumps(result))
+from hpu_shim.testing.results import emit
+emit(result)
 """
 
 
@@ -76,11 +76,13 @@ def _run_lmcache(path: str, report: str) -> int:
     cases = [{"layout": "kv_tuple", "dtype": "bfloat16", "num_layers": 32, "tokens": 4096, "num_blocks": 40,
               "save_unfull_chunk": True},
              {"layout": "flat", "dtype": "float16", "tokens": 1000, "prefix_hit": 512}]
-    proc = subprocess.run([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(cases)],
-                          env=_child_env(report, "lmcache", path), capture_output=True, text=True)
-    results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    from ..testing.results import run_child
+
+    child = run_child([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(cases)],
+                      env=_child_env(report, "lmcache", path), timeout=1800)
+    results = child.results
     if len(results) != len(cases) or any("error" in r for r in results):
-        print(proc.stdout[-4000:] + proc.stderr[-4000:], file=sys.stderr)
+        print(child.diagnostics(4000) + "\n" + "\n".join(str(r.get("error")) for r in results), file=sys.stderr)
         print("demo FAILED", file=sys.stderr)
         return 1
     print(f"hpu_shim demo: real LMCache {_lmcache_version(path)} (unmodified, CUDA-only) on the emulated HPU "
@@ -108,7 +110,6 @@ def _run_lmcache(path: str, report: str) -> int:
 
 
 def main(args: argparse.Namespace | None = None) -> int:
-    import json
 
     from ..audit import merge, read_jsonl, render_table
 
@@ -117,14 +118,14 @@ def main(args: argparse.Namespace | None = None) -> int:
         if args is not None and getattr(args, "lmcache", None):
             return _run_lmcache(args.lmcache, report)
         pkg_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_demo_pkg")
-        proc = subprocess.run([sys.executable, "-c", _CHILD], env=_child_env(report, "kvdemo", pkg_dir),
-                              capture_output=True, text=True)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(proc.stdout + proc.stderr, file=sys.stderr)
+        from ..testing.results import run_child
+
+        child = run_child([sys.executable, "-c", _CHILD], env=_child_env(report, "kvdemo", pkg_dir), timeout=600)
+        if child.returncode != 0 or len(child.results) != 1:
+            print(child.diagnostics(), file=sys.stderr)
             print("demo FAILED", file=sys.stderr)
             return 1
-        r = json.loads(lines[-1][len("RESULT "):])
+        r = child.results[0]
         c = r["counters"]
         print("hpu_shim demo: CUDA-only package `kvdemo` on the emulated HPU (hpu_shim.testing), unmodified")
         print(f"  shim           : {r['status']}")

@@ -10,7 +10,7 @@ Each case builds the engine with ``LMCacheEngineBuilder`` and the GPU connector 
 creates for vLLM (``CreateGPUConnector`` where the release has it, else the adapter's
 ``VLLMPagedMemGPUConnectorV2(...)`` call), fills a paged KV cache on ``hpu`` with random data,
 stores, looks up, wipes, retrieves, and checks ``torch.equal`` on the restored slots plus zeros
-everywhere else. It prints one ``RESULT {json}`` line per case.
+everywhere else. It emits one result per case through ``hpu_shim.testing.results`` (a file, not stdout).
 """
 
 from __future__ import annotations
@@ -237,6 +237,8 @@ def _destroy(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import results
+
     argv = sys.argv[1:] if argv is None else argv
     cases = [Case(**c) for c in json.loads(argv[0] if argv else "[{}]")]
     failures = 0
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"case": dataclasses.asdict(case), "error": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc()[-4000:]}
             failures += 1
-        print("RESULT " + json.dumps(result, default=str), flush=True)
+        results.emit(result)
     import hpu_shim
 
     hpu_shim.flush_report()  # os._exit skips atexit

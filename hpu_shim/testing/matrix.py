@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -33,13 +32,14 @@ def run_release(version: str, envs: str, case: dict = CASE) -> dict:
     env.update(PYTHONPATH=os.pathsep.join([bootstrap_dir(), path, root]), HPU_SHIM="1", HPU_SHIM_FAKE_HPU="1",
                HPU_SHIM_BACKEND="hpu", PT_HPU_LAZY_MODE="1", LMCACHE_TRACK_USAGE="false", PYTHONHASHSEED="0")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps([case])],
-                          env=env, capture_output=True, text=True, timeout=600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    from .results import run_child
+
+    child = run_child([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps([case])],
+                      env=env, timeout=900)
+    if not child.results:
+        tail = (child.stderr.strip().splitlines() or ["no output"])[-1]
         return {"version": version, "error": tail[:200], "seconds": time.perf_counter() - start}
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = child.results[-1]
     result.update(version=version, seconds=time.perf_counter() - start)
     return result
 

@@ -5,7 +5,7 @@
 Run it in a fresh interpreter with the environment under test (``HPU_SHIM=1 HPU_SHIM_BACKEND=cpu``
 and ``PYTHONPATH=<sitecustomize>:<lmcache>``, or without the shim). Round 1 stores, round 2
 should retrieve from LMCache (prefix caching is off, so every cached token came from LMCache).
-Prints ``RESULT {json}``: per round the greedy token ids, ``num_cached_tokens`` and the wall time
+Emits its result through ``hpu_shim.testing.results`` (a file, never shared stdout): per round the greedy token ids, ``num_cached_tokens`` and the wall time
 (with ``--max-tokens 1`` that is the time to first token). vLLM's EngineCore and worker processes are always killed before exit: they can
 outlive a hard exit and hold gigabytes.
 """
@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     result["killed_children"] = killed
     if args.ttft_json and "rounds" in result:
         _write_ttft(args.ttft_json, result)
-    print("RESULT " + json.dumps(result), flush=True)
+    from .results import emit
+
+    emit(result)
     sys.stderr.flush()
     os._exit(0)
 
