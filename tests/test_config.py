@@ -1,5 +1,7 @@
 """hpu_shim.runtime.config: every variable parses, and every bad value names variable, value and choices."""
 
+import dataclasses
+
 import pytest
 
 from hpu_shim.runtime import config as _config
@@ -12,6 +14,7 @@ def test_defaults():
     c = _config.load({})
     assert (c.enabled, c.scope, c.backend, c.strict, c.report_path, c.log_level) == (
         None, ("lmcache",), "auto", False, None, None)
+    assert (c.native_connector, c.remote_timeout) == (False, 5.0)
 
 
 def test_values_parse(tmp_path):
@@ -20,6 +23,14 @@ def test_values_parse(tmp_path):
                       "HPU_SHIM_LOG_LEVEL": "debug"})
     assert c.enabled is True and c.scope == ("lmcache", "my_pkg") and c.backend == "cpu"
     assert c.strict is True and c.report_path.endswith("r.jsonl") and c.log_level == "DEBUG"
+
+
+def test_native_connector_and_remote_timeout_parse_and_export():
+    c = _config.load({"HPU_SHIM_NATIVE_CONNECTOR": "1", "HPU_SHIM_REMOTE_TIMEOUT": " 0.25 "})
+    assert c.native_connector is True and c.remote_timeout == 0.25
+    exported = c.env_exports()
+    assert exported["HPU_SHIM_NATIVE_CONNECTOR"] == "1" and float(exported["HPU_SHIM_REMOTE_TIMEOUT"]) == 0.25
+    assert _config.load(exported) == dataclasses.replace(c, enabled=True)  # a child reads back the same config
 
 
 def test_explicit_arguments_win():
@@ -37,6 +48,11 @@ BAD = [
     ("HPU_SHIM_STRICT", "true", "0 or 1"),
     ("HPU_SHIM_REPORT", "/nonexistent-dir/x.jsonl", "existing directory"),
     ("HPU_SHIM_LOG_LEVEL", "loud", "DEBUG"),
+    ("HPU_SHIM_NATIVE_CONNECTOR", "yes", "0 or 1"),
+    ("HPU_SHIM_REMOTE_TIMEOUT", "0", "seconds > 0"),
+    ("HPU_SHIM_REMOTE_TIMEOUT", "-1", "seconds > 0"),
+    ("HPU_SHIM_REMOTE_TIMEOUT", "nan", "seconds > 0"),
+    ("HPU_SHIM_REMOTE_TIMEOUT", "5s", "seconds > 0"),
 ]
 
 

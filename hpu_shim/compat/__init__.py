@@ -16,6 +16,16 @@ imported for this) and may add rows over the redirect table (``overlay``), stand
   0.4.3 - 0.4.6 routing of ``use_layerwise`` into the CUDA connector, and the flat
   ``[NB*BS, H, D]`` KV layout of vllm-gaudi < 0.11.2, which its HPU connector misreads. With
   ``HPU_SHIM_BACKEND=cpu`` (vLLM's CPU build) the missing cpu connector is supplied.
+
+The fix-up contract (stable; other modules add rows to the profile tables against it):
+
+* a fix-up is ``fixup(module, ctx)``, run right after the in-scope ``module`` executed;
+* ``ctx.patches.patch(owner, name, value)`` records a change that ``uninstall()`` undoes;
+* ``ctx.backend`` is the resolved backend (``.name``, ``.mark_step()``, ``.target``);
+* ``ctx.config`` is the ``hpu_shim.runtime.config.Config`` (e.g. ``native_connector``,
+  ``remote_timeout``); ``ctx.cuda_proxy`` is what ``torch.cuda`` is inside the scope;
+* ``ctx.compat.name`` is the profile/release name (e.g. ``"0.3.7 (CUDA-only: shim connector)"``);
+* a stand-in builder is ``build(module)``: it fills a fresh module object.
 """
 
 from __future__ import annotations

@@ -58,6 +58,16 @@ def _choice(choices: tuple[str, ...], fold: Callable[[str], str]) -> Callable[[s
     return parse
 
 
+def _seconds(var: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):  # also rejects NaN
+        raise ShimConfigError(f"{var}={raw!r} is not valid; accepted values: a number of seconds > 0, e.g. 5 or 0.5")
+    return value
+
+
 def _path(var: str, raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -88,6 +98,10 @@ ENV_VARS: tuple[_Spec, ...] = (
     _Spec("HPU_SHIM_STRICT", "strict", _bool, False, "0 or 1"),
     _Spec("HPU_SHIM_REPORT", "report_path", _path, None, "a file path (JSON lines appended at exit)"),
     _Spec("HPU_SHIM_LOG_LEVEL", "log_level", _choice(LOG_LEVELS, str.upper), None, ", ".join(LOG_LEVELS)),
+    # 1: keep LMCache's own HPU connector on >= 0.4.3 (the CONNECTORS profiles read ``native_connector``).
+    _Spec("HPU_SHIM_NATIVE_CONNECTOR", "native_connector", _bool, False, "0 or 1"),
+    # Bound, in seconds, on LMCache remote ``contains``/``get`` (the storage fix-ups read ``remote_timeout``).
+    _Spec("HPU_SHIM_REMOTE_TIMEOUT", "remote_timeout", _seconds, 5.0, "seconds > 0"),
 )
 
 
@@ -99,6 +113,8 @@ class Config:
     strict: bool = False
     report_path: str | None = None
     log_level: str | None = None
+    native_connector: bool = False
+    remote_timeout: float = 5.0
 
     def env_exports(self) -> dict[str, str]:
         """What children need to reproduce this configuration (spawned vLLM workers)."""
@@ -112,6 +128,8 @@ class Config:
             out["HPU_SHIM_REPORT"] = os.path.abspath(self.report_path)
         if self.log_level:
             out["HPU_SHIM_LOG_LEVEL"] = self.log_level
+        out["HPU_SHIM_NATIVE_CONNECTOR"] = "1" if self.native_connector else "0"
+        out["HPU_SHIM_REMOTE_TIMEOUT"] = repr(self.remote_timeout)
         return out
 
 

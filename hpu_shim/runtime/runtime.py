@@ -37,7 +37,7 @@ __all__ = ["Runtime", "RUNTIME", "install", "uninstall", "status", "report", "bo
            "LateInstallWarning", "CudaFallthroughWarning"]
 
 _EXPORTED = ("HPU_SHIM", "HPU_SHIM_SCOPE", "HPU_SHIM_BACKEND", "HPU_SHIM_STRICT", "HPU_SHIM_REPORT",
-             "HPU_SHIM_LOG_LEVEL", "PYTHONPATH")
+             "HPU_SHIM_LOG_LEVEL", "HPU_SHIM_NATIVE_CONNECTOR", "HPU_SHIM_REMOTE_TIMEOUT", "PYTHONPATH")
 
 
 class LateInstallWarning(UserWarning):
