@@ -11,6 +11,7 @@ Importing this package is cheap (no torch import); torch is loaded by install_em
 
 from ._counters import (  # noqa: F401
     ALL_FIELDS,
+    COUNTER_DOCS,
     CountDelta,
     clear_graph_cache,
     count,
@@ -24,7 +25,7 @@ from ._lazy import EAGER_WARNING, is_lazy  # noqa: F401
 __all__ = [
     "install_emulator", "is_installed", "Emulator", "EmulatorInstallError", "ENV_FLAG",
     "counters", "reset_counters", "count", "CountDelta", "clear_graph_cache", "pending_ops",
-    "is_lazy", "EAGER_WARNING", "host_of", "set_memory_limit", "ALL_FIELDS",
+    "is_lazy", "EAGER_WARNING", "host_of", "set_memory_limit", "ALL_FIELDS", "COUNTER_DOCS",
 ]
 
 

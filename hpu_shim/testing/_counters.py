@@ -1,37 +1,59 @@
 """Event counters of the emulated HPU: what tests and benchmarks assert on.
 
-Pure Python (no torch import) so that ``hpu_shim.testing.counters()`` is cheap and
-works before the emulator is installed.
+Pure Python (no torch import) so that ``hpu_shim.testing.counters()`` is cheap and works before the
+emulator is installed.  Every counter is documented twice: in ``COUNTER_DOCS`` below and in
+``docs/gaudi-semantics.md`` ("Counters"), which also cites the bridge source each one models.
 
-Lazy-mode graph accounting (A3): on Gaudi in lazy mode, ops are accumulated and only
-compiled/launched at ``mark_step`` or at an implicit flush (a device->host read or
-a synchronize).  A graph is looked up in a cache keyed by its ops and input shapes;
-a miss means a recompile.  We model that with a *signature* = tuple of
-``(op name, input shapes, input dtypes)`` of the ops accumulated since the last flush.
-``distinct_graphs`` counts distinct signatures flushed since the last reset, and
-``graph_compiles`` counts flushes that missed the process-wide graph cache.
+Compile accounting (docs/gaudi-semantics.md "Execution modes"):
+
+* lazy mode: ops accumulate until ``mark_step`` or an implicit flush; the flushed graph is looked up
+  in a process-wide cache keyed by its *signature* (see ``_lazy.graph_item``).  ``graph_flushes``
+  counts launched graphs, ``graph_compiles`` the flushes that missed the cache, ``distinct_graphs``
+  the distinct signatures flushed since the last reset.
+* eager mode: every op dispatch runs at once; its per-op compile key is (op, dtypes, ranks), because
+  shape-agnostic eager compilation is on by default.  ``eager_compiles`` counts keys seen for the first
+  time in the process.
+
+Both caches are process-wide and survive ``reset_counters()`` (as a real recipe cache does);
+``clear_graph_cache()`` forgets them.
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Hashable, Iterator, List, Tuple
 
+#: Every plain counter with what it counts; the order is the snapshot order.
+COUNTER_DOCS: Dict[str, str] = {
+    "mark_step_calls": "habana_frameworks.torch.core.mark_step calls (any mode; a no-op in eager)",
+    "synchronize_calls": "torch.hpu.synchronize() calls",
+    "stream_synchronize_calls": "torch.hpu.Stream.synchronize() calls",
+    "event_synchronize_calls": "torch.hpu.Event.synchronize() calls",
+    "h2d_bytes": "host -> device bytes copied (as torch sees them: numel * element size)",
+    "d2h_bytes": "device -> host bytes copied",
+    "h2d_copies": "host -> device copies",
+    "d2h_copies": "device -> host copies",
+    "hpu_ops": "aten op dispatches on hpu tensors (factories and copies included)",
+    "graph_flushes": "lazy mode: non-empty graphs launched (mark_step or an implicit flush)",
+    "graph_compiles": "lazy mode: flushes whose signature missed the process-wide graph cache",
+    "blocking_d2h_copies": "device -> host copies that wait for the device (every d2h except "
+                           "non_blocking=True ones the bridge runs asynchronously)",
+    "bounce_buffer_bytes": "bytes staged through the bridge's host bounce buffer: every host<->device "
+                           "copy whose host side does not start at a pinned allocation's first byte",
+    "host_memcpy_bytes": "bytes the host CPU copies itself during host<->device copies (bounce-buffer "
+                         "copy, making a strided host source contiguous); single-threaded on Gaudi",
+    "int64_host_casts": "lazy mode with PT_ENABLE_INT64_SUPPORT off: int64 host<->device copies that "
+                        "were cast on the host (int64 -> int32 on the way in, int32 -> int64 on the way out)",
+    "int64_host_cast_bytes": "int64 bytes (host side) of those casts",
+    "cpu_fallbacks": "op dispatches with no HPU kernel, run on the CPU by the bridge's fallback",
+    "float64_downcasts": "times the bridge silently turned float64 data into float32 (a host->device "
+                         "copy, a factory or an op producing float64 on the device)",
+    "eager_compiles": "eager mode: distinct per-op compile keys (op, dtypes, ranks) seen for the first time",
+    "event_record_flushes": "lazy mode: Event.record() on the current stream that flushed a non-empty graph",
+}
 #: Plain event counters, in snapshot order.
-COUNTER_FIELDS: Tuple[str, ...] = (
-    "mark_step_calls",           # habana_frameworks.torch.core.mark_step calls (any mode)
-    "synchronize_calls",         # torch.hpu.synchronize()
-    "stream_synchronize_calls",  # torch.hpu.Stream.synchronize()
-    "event_synchronize_calls",   # torch.hpu.Event.synchronize()
-    "h2d_bytes",                 # host -> device bytes copied
-    "d2h_bytes",                 # device -> host bytes copied
-    "h2d_copies",                # number of host -> device copies
-    "d2h_copies",                # number of device -> host copies
-    "hpu_ops",                   # aten ops executed on hpu tensors (incl. factories)
-    "graph_flushes",             # lazy mode: non-empty graphs launched
-    "graph_compiles",            # lazy mode: flushes whose signature missed the graph cache
-)
+COUNTER_FIELDS: Tuple[str, ...] = tuple(COUNTER_DOCS)
 #: Derived field: distinct lazy graph signatures flushed since the last reset.
 DERIVED_FIELDS: Tuple[str, ...] = ("distinct_graphs",)
 ALL_FIELDS: Tuple[str, ...] = COUNTER_FIELDS + DERIVED_FIELDS
@@ -41,6 +63,8 @@ _values: Dict[str, int] = dict.fromkeys(COUNTER_FIELDS, 0)
 _pending: List[tuple] = []        # ops accumulated since the last flush (lazy mode)
 _flushed: List[int] = []          # hash of each flushed signature since the last reset
 _graph_cache: set = set()         # process-wide, like Gaudi's graph cache; survives reset
+_eager_cache: set = set()         # process-wide per-op eager compile keys; survives reset
+_graph_epoch = 0                  # bumped at every flush: tells graph-internal tensors from inputs
 
 
 def bump(field: str, n: int = 1) -> None:
@@ -48,24 +72,42 @@ def bump(field: str, n: int = 1) -> None:
         _values[field] += n
 
 
-def record_op(item: tuple) -> None:
-    """Append one op to the pending lazy graph (call only in lazy mode)."""
+def record_op(item: tuple) -> int:
+    """Append one op to the pending lazy graph; returns its index in that graph."""
     with _lock:
         _pending.append(item)
+        return len(_pending) - 1
+
+
+def graph_epoch() -> int:
+    """Identifies the pending graph: changes whenever a graph is flushed."""
+    return _graph_epoch
 
 
 def flush() -> bool:
     """Close the pending lazy graph; returns True if a non-empty graph was launched."""
+    global _graph_epoch
     with _lock:
         if not _pending:
             return False
         signature = hash(tuple(_pending))
         _pending.clear()
+        _graph_epoch += 1
         _values["graph_flushes"] += 1
         _flushed.append(signature)
         if signature not in _graph_cache:
             _graph_cache.add(signature)
             _values["graph_compiles"] += 1
+        return True
+
+
+def eager_compile(key: Hashable) -> bool:
+    """Eager mode: note one op dispatch's compile key; True (and counted) on a cache miss."""
+    with _lock:
+        if key in _eager_cache:
+            return False
+        _eager_cache.add(key)
+        _values["eager_compiles"] += 1
         return True
 
 
@@ -83,18 +125,21 @@ def counters() -> Dict[str, int]:
 
 
 def reset_counters() -> None:
-    """Zero every counter and forget pending ops; the graph cache is kept (see clear_graph_cache)."""
+    """Zero every counter and forget pending ops; the compile caches are kept (see clear_graph_cache)."""
+    global _graph_epoch
     with _lock:
         for key in _values:
             _values[key] = 0
         _pending.clear()
         _flushed.clear()
+        _graph_epoch += 1
 
 
 def clear_graph_cache() -> None:
-    """Forget compiled graphs, so the next flush of any signature counts as a compile."""
+    """Forget compiled graphs and eager op compilations: the next of each counts as a compile."""
     with _lock:
         _graph_cache.clear()
+        _eager_cache.clear()
 
 
 class CountDelta:
