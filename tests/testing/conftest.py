@@ -8,6 +8,7 @@ runs in a fresh interpreter through ``run_py``.
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -29,13 +30,22 @@ def _child_env(extra):
 
 @pytest.fixture
 def run_py():
-    """Run code in a fresh interpreter; returns CompletedProcess (asserts rc==0 unless told)."""
+    """Run code in a fresh interpreter; returns CompletedProcess (asserts rc==0 unless told).
 
-    def run(code, env=None, expect_rc=0, timeout=60):
-        proc = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)], env=_child_env(env),
-            capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
-        )
+    What the child hands back with ``hpu_shim.testing.results.emit`` is in ``proc.results`` (a file,
+    never its stdout).
+    """
+    from hpu_shim.testing import results
+
+    def run(code, env=None, expect_rc=0, timeout=300):
+        with tempfile.TemporaryDirectory(prefix="hpu-shim-result-") as tmp:
+            child_env = _child_env(env)
+            child_env[results.ENV] = os.path.join(tmp, "results.jsonl")
+            proc = subprocess.run(
+                [sys.executable, "-c", textwrap.dedent(code)], env=child_env,
+                capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
+            )
+            proc.results = results.read(child_env[results.ENV])
         if expect_rc is not None:
             assert proc.returncode == expect_rc, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         return proc

@@ -1,6 +1,5 @@
 """Behaviour that depends on process-wide state, each case in a fresh interpreter."""
 
-import json
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ PRELUDE = """
 import json, logging, os, sys
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
 import hpu_shim.testing as T
+import hpu_shim.testing.results
 T.install_emulator()
 import torch
 import habana_frameworks.torch as htorch
@@ -38,12 +38,13 @@ torch.hpu.synchronize()  # implicit flush
 out["after_sync"] = T.counters()
 os.environ["PT_HPU_LAZY_MODE"] = "1" if not T.is_lazy() else "0"
 out["mode_fixed"] = T.is_lazy() == out["lazy"]
-print(json.dumps(out))
+T.results.emit(out)
 """
 
 
 def _json(proc):
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(proc.results) == 1, proc.stdout + proc.stderr
+    return proc.results[0]
 
 
 def test_lazy_mode_graph_signatures(run_py):
@@ -71,7 +72,7 @@ def test_eager_mode_mark_step_is_noop_and_warns_once(run_py):
 
 
 def test_explicit_eager_env(run_py):
-    out = _json(run_py(PRELUDE + "print(json.dumps(T.is_lazy()))", env={"PT_HPU_LAZY_MODE": "0"}))
+    out = _json(run_py(PRELUDE + "T.results.emit(T.is_lazy())", env={"PT_HPU_LAZY_MODE": "0"}))
     assert out is False
 
 
@@ -147,6 +148,6 @@ def test_import_is_cheap_and_no_torch(run_py):
 
 
 def test_memory_limit_from_env(run_py):
-    code = PRELUDE + 'print(json.dumps([torch.hpu.memory_stats()["Limit"], torch.hpu.mem_get_info()[1]]))'
+    code = PRELUDE + 'T.results.emit([torch.hpu.memory_stats()["Limit"], torch.hpu.mem_get_info()[1]])'
     out = _json(run_py(code, env={"HPU_SHIM_FAKE_HPU_MEMORY": str(1 << 30)}))
     assert out == [1 << 30, 1 << 30]
