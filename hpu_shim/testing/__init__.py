@@ -1,15 +1,16 @@
 """Emulated Intel Gaudi (HPU) device for CPU-only tests and benchmarks.
 
 ``install_emulator()`` makes ``torch.device("hpu")`` real in this process: tensors on
-``hpu:0`` backed by host memory, a ``torch.hpu`` module shaped like Habana's 1.17 API,
-and a ``habana_frameworks`` stub with ``mark_step``.  Semantics follow
-/work/shared/research/hpu_ecosystem.md A1-A5; where the emulator cannot do what Gaudi
-does, it raises instead of pretending.
+``hpu:0`` backed by host memory, a ``torch.hpu`` module shaped like Habana's API, and a
+``habana_frameworks`` stub with ``mark_step``.  Every behaviour follows the Gaudi PyTorch bridge
+as documented, with its source, in docs/gaudi-semantics.md; where the bridge differs between
+releases a profile picks one (``PROFILES``, default ``latest``).  Where the emulator cannot do
+what Gaudi does, it raises instead of pretending.
 
 Importing this package is cheap (no torch import); torch is loaded by install_emulator().
 """
 
-from ._counters import (  # noqa: F401
+from ._counters import (
     ALL_FIELDS,
     COUNTER_DOCS,
     CountDelta,
@@ -19,13 +20,38 @@ from ._counters import (  # noqa: F401
     pending_ops,
     reset_counters,
 )
-from ._install import ENV_FLAG, Emulator, EmulatorInstallError, install_emulator, is_installed  # noqa: F401
-from ._lazy import EAGER_WARNING, is_lazy  # noqa: F401
+from ._install import (
+    ENV_FLAG,
+    Emulator,
+    EmulatorInstallError,
+    install_emulator,
+    is_installed,
+)
+from ._lazy import EAGER_WARNING, is_lazy
+from ._profile import DEFAULT_PROFILE, PROFILE_ENV, PROFILES, EmulatorConfigError
 
 __all__ = [
-    "install_emulator", "is_installed", "Emulator", "EmulatorInstallError", "ENV_FLAG",
-    "counters", "reset_counters", "count", "CountDelta", "clear_graph_cache", "pending_ops",
-    "is_lazy", "EAGER_WARNING", "host_of", "set_memory_limit", "ALL_FIELDS", "COUNTER_DOCS",
+    "ALL_FIELDS",
+    "COUNTER_DOCS",
+    "DEFAULT_PROFILE",
+    "EAGER_WARNING",
+    "ENV_FLAG",
+    "PROFILES",
+    "PROFILE_ENV",
+    "CountDelta",
+    "Emulator",
+    "EmulatorConfigError",
+    "EmulatorInstallError",
+    "clear_graph_cache",
+    "count",
+    "counters",
+    "host_of",
+    "install_emulator",
+    "is_installed",
+    "is_lazy",
+    "pending_ops",
+    "reset_counters",
+    "set_memory_limit",
 ]
 
 

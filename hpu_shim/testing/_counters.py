@@ -21,11 +21,11 @@ Both caches are process-wide and survive ``reset_counters()`` (as a real recipe 
 from __future__ import annotations
 
 import threading
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
-from typing import Dict, Hashable, Iterator, List, Tuple
 
 #: Every plain counter with what it counts; the order is the snapshot order.
-COUNTER_DOCS: Dict[str, str] = {
+COUNTER_DOCS: dict[str, str] = {
     "mark_step_calls": "habana_frameworks.torch.core.mark_step calls (any mode; a no-op in eager)",
     "synchronize_calls": "torch.hpu.synchronize() calls",
     "stream_synchronize_calls": "torch.hpu.Stream.synchronize() calls",
@@ -53,15 +53,15 @@ COUNTER_DOCS: Dict[str, str] = {
     "event_record_flushes": "lazy mode: Event.record() on the current stream that flushed a non-empty graph",
 }
 #: Plain event counters, in snapshot order.
-COUNTER_FIELDS: Tuple[str, ...] = tuple(COUNTER_DOCS)
+COUNTER_FIELDS: tuple[str, ...] = tuple(COUNTER_DOCS)
 #: Derived field: distinct lazy graph signatures flushed since the last reset.
-DERIVED_FIELDS: Tuple[str, ...] = ("distinct_graphs",)
-ALL_FIELDS: Tuple[str, ...] = COUNTER_FIELDS + DERIVED_FIELDS
+DERIVED_FIELDS: tuple[str, ...] = ("distinct_graphs",)
+ALL_FIELDS: tuple[str, ...] = COUNTER_FIELDS + DERIVED_FIELDS
 
 _lock = threading.RLock()
-_values: Dict[str, int] = dict.fromkeys(COUNTER_FIELDS, 0)
-_pending: List[tuple] = []        # ops accumulated since the last flush (lazy mode)
-_flushed: List[int] = []          # hash of each flushed signature since the last reset
+_values: dict[str, int] = dict.fromkeys(COUNTER_FIELDS, 0)
+_pending: list[tuple] = []        # ops accumulated since the last flush (lazy mode)
+_flushed: list[int] = []          # hash of each flushed signature since the last reset
 _graph_cache: set = set()         # process-wide, like Gaudi's graph cache; survives reset
 _eager_cache: set = set()         # process-wide per-op eager compile keys; survives reset
 _graph_epoch = 0                  # bumped at every flush: tells graph-internal tensors from inputs
@@ -116,7 +116,7 @@ def pending_ops() -> int:
     return len(_pending)
 
 
-def counters() -> Dict[str, int]:
+def counters() -> dict[str, int]:
     """Snapshot of all counters (a new dict; safe to keep)."""
     with _lock:
         snap = dict(_values)
@@ -148,9 +148,9 @@ class CountDelta:
     def __init__(self) -> None:
         self._start = counters()
         self._log_start = len(_flushed)
-        self._final: Dict[str, int] | None = None
+        self._final: dict[str, int] | None = None
 
-    def as_dict(self) -> Dict[str, int]:
+    def as_dict(self) -> dict[str, int]:
         if self._final is not None:
             return dict(self._final)
         now = counters()

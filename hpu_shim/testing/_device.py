@@ -9,7 +9,7 @@ ops write through.  Factories reach the ``PrivateUse1`` kernels registered here.
 Wrappers use ``dispatch_sizes_strides_policy="sizes"``: sizes/strides are read from the
 host tensor on demand, so ``resize_`` and ``out=`` ops (e.g. ``arange``) stay correct.
 
-Fidelity decisions (hpu_ecosystem.md):
+Fidelity decisions (each a section of docs/gaudi-semantics.md):
 * One device per process (A1): only ``hpu`` / ``hpu:0`` are valid.
 * Mixing host and device tensors in one op raises like a real device backend; 0-dim
   CPU tensors are allowed (as on CUDA).  Index arguments: ``index_select``,
@@ -19,22 +19,23 @@ Fidelity decisions (hpu_ecosystem.md):
   CUDA/XLA copy those indices to the device.
 * Pinned memory is unsupported on HPU (A5): pin requests raise instead of silently
   returning unpinned memory.
-* Lazy mode (A3): every op joins the pending graph; device->host reads flush it.
+* Execution modes: lazy mode adds every op to the pending graph with the bridge's key (``_lazy``),
+  device->host reads flush it; eager mode counts per-op compile keys.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils._pytree import tree_map
 
-from . import _counters, _lazy
+from . import _counters, _lazy, _ops
 from ._memory import TRACKER
 
 aten = torch.ops.aten
 _CPU = torch.device("cpu")
-_HPU: Optional[torch.device] = None  # set by register(); only valid after the rename
+_HPU: torch.device | None = None  # set by register(); only valid after the rename
 _ALL = frozenset({"*"})
 
 #: Ops that move data between host and device: host tensors of any rank are fine.
@@ -43,7 +44,7 @@ _TRANSFER_OPS = frozenset({
     "aten::_to_copy", "aten::lift_fresh", "aten::lift", "aten::lift_fresh_copy",
 })
 #: Ops whose named arguments may stay on the host (advanced indexing, as on CUDA).
-_HOST_ARGS_OK: Dict[str, frozenset] = {
+_HOST_ARGS_OK: dict[str, frozenset] = {
     "aten::index": frozenset({"indices"}),
     "aten::_unsafe_index": frozenset({"indices"}),
     "aten::index_put": frozenset({"indices"}),
@@ -53,7 +54,7 @@ _HOST_ARGS_OK: Dict[str, frozenset] = {
 }
 #: Ops whose result is read on the host: they complete the device work (lazy flush).
 #: Value: does the op move the tensor's bytes to the host (counted as d2h)?
-_HOST_READ_OPS: Dict[str, bool] = {
+_HOST_READ_OPS: dict[str, bool] = {
     "aten::_local_scalar_dense": True,  # .item(), bool(t), int(t)
     "aten::equal": False,
     "aten::allclose": False,
@@ -68,7 +69,7 @@ _METADATA_OPS = frozenset({
     "aten::is_pinned", "aten::is_same_size", "aten::_has_compatible_shallow_copy_type",
 })
 #: (dst index, src index) of copy ops, to classify h2d / d2h transfers.
-_COPY_ARGS: Dict[str, Tuple[int, int]] = {
+_COPY_ARGS: dict[str, tuple[int, int]] = {
     "aten::copy_": (0, 1), "aten::copy": (0, 1),
     "aten::_copy_from": (1, 0), "aten::_copy_from_and_resize": (1, 0),
 }
@@ -97,7 +98,7 @@ class HPUTensor(torch.Tensor):
         """Address of the first element: stable, distinct per storage, view offsets apply."""
         return self._host.data_ptr()
 
-    def untyped_storage(self) -> "HPUStorage":
+    def untyped_storage(self) -> HPUStorage:
         """The device storage: shared by views, same ``data_ptr``/``nbytes`` as on a device."""
         return HPUStorage(self._host.untyped_storage())
 
@@ -176,7 +177,7 @@ class HPUStorage:
     def is_pinned(self, device=None) -> bool:
         return False
 
-    def untyped(self) -> "HPUStorage":
+    def untyped(self) -> HPUStorage:
         return self
 
     def cpu(self) -> torch.UntypedStorage:
@@ -204,15 +205,18 @@ class HPUStorage:
 class _OpInfo(NamedTuple):
     name: str                 # schema name, e.g. "aten::index_select"
     label: str                # overload, e.g. "aten.index_select.default"
-    arg_names: Tuple[str, ...]
+    arg_names: tuple[str, ...]
     mutable: bool
-    generator_index: Optional[int]
-    device_index: Optional[int]   # position of a `device` argument (factories, to, _to_copy)
+    generator_index: int | None
+    device_index: int | None   # position of a `device` argument (factories, to, _to_copy)
     metadata: bool
     host_ok: frozenset
+    view: bool                # returns an alias of an input and writes nothing (no kernel runs)
+    row: _ops.OpRow | None  # its line in the bridge's op list for this mode; None: no HPU kernel
+    scalar_inputs: tuple[int, ...]  # args that are graph inputs when a number: scalar_ids + wrapped numbers
 
 
-_OP_INFO: Dict[Any, _OpInfo] = {}
+_OP_INFO: dict[Any, _OpInfo] = {}
 
 
 def _op_info(func) -> _OpInfo:
@@ -223,8 +227,15 @@ def _op_info(func) -> _OpInfo:
         gen = names.index("generator") if "generator" in names else None
         dev = names.index("device") if "device" in names else None
         host_ok = _ALL if schema.name in _TRANSFER_OPS else _HOST_ARGS_OK.get(schema.name, frozenset())
+        view = (not schema.is_mutable and bool(schema.returns)
+                and all(r.alias_info is not None for r in schema.returns))
+        row = _ops.row_for(schema, _lazy.is_lazy())
+        # A Python number where the schema wants a Tensor is a wrapped number: a 0-dim host tensor
+        # the bridge copies to the device as a graph input.
+        wrapped = {i for i, a in enumerate(schema.arguments) if isinstance(a.type, torch.TensorType)}
+        scalar_inputs = tuple(sorted(wrapped | set(_ops.scalar_input_positions(row))))
         info = _OpInfo(schema.name, str(func), names, schema.is_mutable, gen, dev,
-                       schema.name in _METADATA_OPS, host_ok)
+                       schema.name in _METADATA_OPS, host_ok, view, row, scalar_inputs)
         _OP_INFO[func] = info
     return info
 
@@ -270,20 +281,54 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _lazy_item(info: _OpInfo, args) -> tuple:
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    return (info.label, tuple(tuple(t.shape) for t in tensors), tuple(str(t.dtype) for t in tensors))
+def _node_of(value) -> tuple | None:
+    """What a lazy graph key keeps of a tensor argument: rank/shape, dtype and where it comes from."""
+    if isinstance(value, HPUTensor):
+        node = getattr(value, "_lazy_node", None)
+        source = node[1] if node is not None and node[0] == _counters.graph_epoch() else "input"
+        return ("hpu", tuple(value.shape), str(value.dtype), source)
+    if isinstance(value, torch.Tensor):
+        return ("host", tuple(value.shape), str(value.dtype))
+    return None
 
 
-def _note_op(info: _OpInfo, args) -> None:
+def _tensors(args, kwargs) -> list:
+    found = []
+    for value in list(args) + list(kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(v for v in value if isinstance(v, torch.Tensor))
+    return found
+
+
+#: Ops that only allocate: no kernel is compiled for them in eager mode.
+_ALLOCATION_OPS = frozenset({"aten::empty", "aten::empty_strided", "aten::resize_"})
+
+
+def _note_op(info: _OpInfo, args, kwargs, transfer: bool = False) -> int | None:
+    """Count one dispatch; lazy: add it to the pending graph (returns its index); eager: compile key."""
     _counters.bump("hpu_ops")
     if _lazy.is_lazy():
-        _counters.record_op(_lazy_item(info, args))
+        return _counters.record_op(_lazy.graph_item(info.label, tuple(args), kwargs, _node_of,
+                                                    info.scalar_inputs))
+    if not (transfer or info.view or info.name in _ALLOCATION_OPS):
+        _counters.eager_compile(_lazy.eager_key(info.label, _tensors(args, kwargs)))
+    return None
+
+
+def _mark_produced(out, index: int | None, epoch: int) -> None:
+    """Lazy mode: remember which pending op produced each hpu result (graph topology in the key)."""
+    if index is None or epoch != _counters.graph_epoch():
+        return
+    for t in out if isinstance(out, (list, tuple)) else (out,):
+        if isinstance(t, HPUTensor):
+            t._lazy_node = (epoch, index)
 
 
 def _account_transfer(info: _OpInfo, args, out_on_hpu: bool) -> None:
     """Count h2d/d2h copies and bytes; any read on the host flushes the lazy graph (A3)."""
-    d2h: Optional[int] = None
+    d2h: int | None = None
     if info.name in _COPY_ARGS:
         dst_i, src_i = _COPY_ARGS[info.name]
         dst_dev, src_dev = isinstance(args[dst_i], HPUTensor), isinstance(args[src_i], HPUTensor)
@@ -343,7 +388,7 @@ def dispatch(func, args, kwargs):
     if kwargs.get("pin_memory"):
         raise RuntimeError(PIN_MEMORY_ERROR)
 
-    wrappers: Dict[int, HPUTensor] = {}
+    wrappers: dict[int, HPUTensor] = {}
     passthrough = set()
 
     def unwrap(x):
@@ -362,7 +407,9 @@ def dispatch(func, args, kwargs):
     if info.generator_index is not None:
         _use_hpu_generator(info.generator_index, host_args, host_kwargs)
 
-    _note_op(info, args)
+    transfer = info.host_ok is _ALL and (not out_on_hpu or bool(passthrough))
+    epoch = _counters.graph_epoch()
+    index = _note_op(info, args, kwargs, transfer)
     with torch._C._AutoDispatchBelowADInplaceOrView():
         out = func(*host_args, **host_kwargs)
     _account_transfer(info, args, out_on_hpu)
@@ -383,7 +430,9 @@ def dispatch(func, args, kwargs):
             return wrappers[id(x)]
         return wrap(x)
 
-    return tree_map(rewrap, out)
+    result = tree_map(rewrap, out)
+    _mark_produced(result, index, epoch)
+    return result
 
 
 def _retarget_device(info: _OpInfo, host_args: list, host_kwargs: dict) -> bool:
@@ -419,17 +468,18 @@ def _use_hpu_generator(index: int, args: list, kwargs: dict) -> None:
 
 
 # -- PrivateUse1 kernels (reached by factories and Python-key-excluded paths) -----------------
-def _factory(make_host, device, pin_memory, nbytes: int, label: str):
+def _factory(make_host, device, pin_memory, nbytes: int, op, args: tuple, kwargs: dict):
     _hpu_device(device)
     if pin_memory:
         raise RuntimeError(PIN_MEMORY_ERROR)
     TRACKER.check(nbytes)
     from . import _torch_hpu
     _torch_hpu.mark_initialized()
-    _counters.bump("hpu_ops")
-    if _lazy.is_lazy():
-        _counters.record_op((label, (), ()))
-    return wrap(make_host())
+    epoch = _counters.graph_epoch()
+    index = _note_op(_op_info(op), args, kwargs)
+    out = wrap(make_host())
+    _mark_produced(out, index, epoch)
+    return out
 
 
 def _empty_memory_format(size, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
@@ -441,7 +491,8 @@ def _empty_memory_format(size, dtype=None, layout=None, device=None, pin_memory=
     return _factory(
         lambda: torch.empty(size, dtype=dtype, layout=layout,
                             memory_format=memory_format or torch.contiguous_format),
-        device, pin_memory, nbytes, "aten.empty.memory_format")
+        device, pin_memory, nbytes, aten.empty.memory_format, (tuple(size),),
+        {"dtype": dtype, "memory_format": memory_format})
 
 
 def _empty_strided(size, stride, dtype=None, layout=None, device=None, pin_memory=None):
@@ -449,7 +500,8 @@ def _empty_strided(size, stride, dtype=None, layout=None, device=None, pin_memor
     extent = 1 + sum((sz - 1) * st for sz, st in zip(size, stride)) if all(size) else 0
     nbytes = extent * dtype.itemsize
     return _factory(lambda: torch.empty_strided(size, stride, dtype=dtype, layout=layout),
-                    device, pin_memory, nbytes, "aten.empty_strided")
+                    device, pin_memory, nbytes, aten.empty_strided.default, (tuple(size), tuple(stride)),
+                    {"dtype": dtype})
 
 
 def _copy_from(src, dst, non_blocking=False):

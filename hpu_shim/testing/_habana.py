@@ -16,7 +16,6 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
-from typing import Dict
 
 from . import _lazy
 
@@ -62,7 +61,7 @@ def _module(name: str, doc: str, package: bool = True, **attrs) -> types.ModuleT
     return mod
 
 
-def build(torch_hpu: types.ModuleType) -> Dict[str, types.ModuleType]:
+def build(torch_hpu: types.ModuleType) -> dict[str, types.ModuleType]:
     internal = _module(f"{ROOT}.torch.utils.internal", "A3: is_lazy()", package=False,
                        is_lazy=_lazy.is_lazy)
     utils = _module(f"{ROOT}.torch.utils", "emulated", internal=internal)

@@ -1,8 +1,9 @@
 """``install_emulator()``: wire the emulated HPU into this process, once.
 
-Order matters: PrivateUse1 is renamed to ``hpu`` and ``torch.hpu`` registered before
-any kernel or ``torch.device('hpu')`` is created (the rename is once per process).
-We refuse, with a clear error, to shadow a real Gaudi stack or another ``torch.hpu``.
+Order matters: the bridge's environment flags are validated first (a bad value changes nothing),
+then PrivateUse1 is renamed to ``hpu`` and ``torch.hpu`` registered before any kernel or
+``torch.device('hpu')`` is created (the rename is once per process).  We refuse, with a clear
+error, to shadow a real Gaudi stack or another ``torch.hpu``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import sys
 import threading
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Dict, Optional
 
-from . import _counters, _habana, _lazy
+from . import _counters, _habana, _lazy, _profile
 from ._memory import TRACKER, limit_from_env
+from ._profile import EmulatorConfigError
 
 ENV_FLAG = "HPU_SHIM_FAKE_HPU"
 
 
-class EmulatorInstallError(RuntimeError):
+class EmulatorInstallError(EmulatorConfigError):
     """The emulator cannot be installed in this process (see message)."""
 
 
@@ -31,8 +32,9 @@ class Emulator:
     torch_hpu: ModuleType
     lazy: bool
     memory_limit: int
+    profile: str = _profile.DEFAULT_PROFILE
 
-    def counters(self) -> Dict[str, int]:
+    def counters(self) -> dict[str, int]:
         return _counters.counters()
 
     def reset_counters(self) -> None:
@@ -43,7 +45,7 @@ class Emulator:
 
 
 _lock = threading.Lock()
-_handle: Optional[Emulator] = None
+_handle: Emulator | None = None
 
 
 def is_installed() -> bool:
@@ -65,13 +67,22 @@ def _refuse_foreign_hpu(torch) -> None:
         )
 
 
-def install_emulator(*, memory_limit: Optional[int] = None) -> Emulator:
-    """Install the emulated HPU (idempotent). ``memory_limit`` defaults to env / 96 GiB."""
+def install_emulator(*, memory_limit: int | None = None, profile: str | None = None) -> Emulator:
+    """Install the emulated HPU (idempotent).
+
+    ``memory_limit`` defaults to env / 96 GiB; ``profile`` (a key of ``_profile.PROFILES``) to
+    ``HPU_SHIM_FAKE_HPU_PROFILE`` / ``latest``.  The bridge's environment flags are read here, once.
+    """
     global _handle
     with _lock:
         if _handle is not None:
+            if profile is not None and profile != _handle.profile:
+                raise EmulatorInstallError(
+                    f"the emulated HPU is already installed with profile {_handle.profile!r}; a process "
+                    f"cannot switch to {profile!r} (run it in a fresh interpreter)")
             return _handle
         _habana.refuse_if_real()
+        settings = _profile.resolve(os.environ, profile)  # bad flags fail before anything changes
         import torch
         import torch.utils.backend_registration as registration
 
@@ -79,11 +90,15 @@ def install_emulator(*, memory_limit: Optional[int] = None) -> Emulator:
         from . import _device, _torch_hpu
 
         TRACKER.limit = int(memory_limit) if memory_limit is not None else limit_from_env()
-        lazy = _lazy.configure_from_env()  # A3: mode fixed once, at install
+        _profile.configure(os.environ, settings.profile.name)
+        lazy = _lazy.configure_from_env(settings.profile.name)  # the mode is fixed once, at install
         torch_hpu = _torch_hpu.build_module()
         registration._setup_privateuseone_for_python_backend(rename="hpu", backend_module=torch_hpu)
         _device.register()
         _habana.install(torch_hpu)
         os.environ[ENV_FLAG] = "1"  # spawned children re-create the emulator (sitecustomize)
-        _handle = Emulator(torch_hpu=torch_hpu, lazy=lazy, memory_limit=TRACKER.limit)
+        if profile is not None:
+            os.environ[_profile.PROFILE_ENV] = profile  # children emulate the same release
+        _handle = Emulator(torch_hpu=torch_hpu, lazy=lazy, memory_limit=TRACKER.limit,
+                           profile=settings.profile.name)
         return _handle

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Dict
 
 GiB = 1 << 30
 DEFAULT_LIMIT = 96 * GiB  # Gaudi2 HBM
@@ -33,7 +32,7 @@ class HPUOutOfMemoryError(RuntimeError):
 class MemoryTracker:
     def __init__(self, limit: int) -> None:
         self._lock = threading.Lock()
-        self._live: Dict[int, int] = {}  # id(host UntypedStorage) -> nbytes
+        self._live: dict[int, int] = {}  # id(host UntypedStorage) -> nbytes
         self.limit = int(limit)
         self.in_use = self.max_in_use = self.max_alloc_size = 0
         self.num_allocs = self.num_frees = 0
@@ -90,7 +89,7 @@ class MemoryTracker:
             self.in_use -= nbytes
             self.num_frees += 1
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> dict[str, int]:
         with self._lock:
             active = len(self._live)
             values = (

@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 import time
 import types
-from typing import Optional
 
 import torch
 
@@ -252,18 +251,18 @@ class Event:
 
     def __init__(self, enable_timing: bool = False) -> None:
         self.enable_timing = bool(enable_timing)
-        self._time: Optional[float] = None
+        self._time: float | None = None
 
-    def record(self, stream: "Optional[Stream]" = None) -> None:
+    def record(self, stream: Stream | None = None) -> None:
         self._time = time.perf_counter()
 
-    def wait(self, stream: "Optional[Stream]" = None) -> None:
+    def wait(self, stream: Stream | None = None) -> None:
         pass  # host-synchronous emulation: the recorded work is already done
 
     def query(self) -> bool:
         return True
 
-    def elapsed_time(self, end_event: "Event") -> float:
+    def elapsed_time(self, end_event: Event) -> float:
         if not (self.enable_timing and end_event.enable_timing):
             raise RuntimeError("Both events must be created with argument 'enable_timing=True'.")
         if self._time is None or end_event._time is None:
@@ -284,7 +283,7 @@ class Stream:
     _next_id = 1
     _id_lock = threading.Lock()
 
-    def __init__(self, device=None, priority: int = 0, *, _stream_id: Optional[int] = None) -> None:
+    def __init__(self, device=None, priority: int = 0, *, _stream_id: int | None = None) -> None:
         _index(device)
         if _stream_id is None:
             with Stream._id_lock:
@@ -300,10 +299,10 @@ class Stream:
     def wait_event(self, event: Event) -> None:
         pass
 
-    def wait_stream(self, stream: "Stream") -> None:
+    def wait_stream(self, stream: Stream) -> None:
         pass
 
-    def record_event(self, event: Optional[Event] = None) -> Event:
+    def record_event(self, event: Event | None = None) -> Event:
         event = event if event is not None else Event()
         event.record(self)
         return event
@@ -338,16 +337,16 @@ def current_stream(device=None) -> Stream:
     return getattr(_tls, "stream", _DEFAULT_STREAM)
 
 
-def set_stream(stream: Optional[Stream]) -> None:
+def set_stream(stream: Stream | None) -> None:
     """A1: no-op on None."""
     if stream is not None:
         _tls.stream = stream
 
 
 class StreamContext:
-    def __init__(self, stream: Optional[Stream]) -> None:
+    def __init__(self, stream: Stream | None) -> None:
         self.stream = stream
-        self._prev: Optional[Stream] = None
+        self._prev: Stream | None = None
 
     def __enter__(self):
         self._prev = current_stream()
@@ -359,7 +358,7 @@ class StreamContext:
         return False
 
 
-def stream(stream: Optional[Stream]) -> StreamContext:
+def stream(stream: Stream | None) -> StreamContext:
     return StreamContext(stream)
 
 
