@@ -10,7 +10,7 @@ Wrappers use ``dispatch_sizes_strides_policy="sizes"``: sizes/strides are read f
 host tensor on demand, so ``resize_`` and ``out=`` ops (e.g. ``arange``) stay correct.
 
 Fidelity decisions (each a section of docs/gaudi-semantics.md):
-* One device per process (A1): only ``hpu`` / ``hpu:0`` are valid.
+* Devices: one device per process; ``hpu:N`` with N > 0 fails the bridge's device guard.
 * Mixing host and device tensors in one op raises like a real device backend; 0-dim
   CPU tensors are allowed (as on CUDA).  Index arguments: ``index_select``,
   ``index_copy_``, ``index_add_``, ``gather``, ``scatter`` ... require the index on the
@@ -241,14 +241,20 @@ def _op_info(func) -> _OpInfo:
 
 
 # -- helpers -----------------------------------------------------------------------------
+def device_index_error(index: int) -> RuntimeError:
+    """The bridge's DeviceGuard check (HPUGuardImpl.h, exchangeDevice), plus what to do instead."""
+    return RuntimeError(
+        f"habana active device: {index} != 0 [emulated HPU: one device per process, the guard only "
+        "accepts device 0; use 'hpu' or 'hpu:0' (docs/gaudi-semantics.md, Devices)]")
+
+
 def _hpu_device(device) -> torch.device:
-    """Validate a device argument against A1's one-device-per-process rule."""
+    """Validate a device argument: one device per process, index 0 (docs/gaudi-semantics.md, Devices)."""
     dev = torch.device(device) if device is not None else _HPU
-    if dev.type != "hpu" or dev.index not in (None, 0):
-        raise RuntimeError(
-            f"Invalid device {dev}: the emulated HPU exposes exactly one device per process "
-            "(hpu_ecosystem.md A1); use 'hpu' or 'hpu:0'"
-        )
+    if dev.type != "hpu":
+        raise RuntimeError(f"Invalid device {dev} for an hpu kernel [emulated HPU]")
+    if dev.index not in (None, 0):
+        raise device_index_error(dev.index)
     return _HPU
 
 

@@ -47,7 +47,7 @@ def _index(device=None) -> int:
         idx = 0 if dev.index is None else dev.index
     if idx != 0:
         raise AssertionError(
-            f"Invalid device index {idx}: HPU is one device per process (hpu_ecosystem.md A1); "
+            f"Invalid device index {idx}: HPU is one device per process (docs/gaudi-semantics.md, Devices); "
             "without HABANA_VISIBLE_MODULES/HLS_MODULE_ID the index must be 0 [emulated HPU]"
         )
     return 0
