@@ -7,18 +7,27 @@ people who know its logs can read ours:
 
 ``HPU_SHIM_REPORT=PATH`` makes every process append its records to PATH at exit as JSON lines
 tagged with its pid; ``python -m hpu_shim report PATH`` merges them across worker processes.
+Appending is bounded (a FIFO without a reader or a lock held elsewhere raises ``TimeoutError``
+after ``timeout`` seconds) and a forked child never appends its parent's calls again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import sys
 import threading
+import time
+import weakref
 from typing import Any, Iterable
 
-__all__ = ["Audit", "Record", "site_of", "format_args", "merge", "render_table", "read_jsonl"]
+__all__ = ["Audit", "Record", "site_of", "format_args", "merge", "render_table", "read_jsonl", "read_report",
+           "REQUIRED"]
+
+#: the keys every report line written by ``Audit.write_jsonl`` carries
+REQUIRED = ("category", "api", "args", "target", "site", "count", "pid")
 
 
 @dataclasses.dataclass
@@ -74,8 +83,16 @@ def format_args(args: Iterable[Any] = (), kwargs: dict | None = None) -> str:
 class Audit:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._records: dict[tuple, Record] = {}
+        #: ``(id(code), f_lasti, api) -> Record``; hot paths read it (and bump ``count``) without a call
+        self.sites: dict[tuple, Record] = {}
         self._written: dict[tuple, int] = {}  # counts already appended to a report file
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (a := ref()) is not None and a._after_fork())
+
+    def _after_fork(self) -> None:
+        """In a forked child the parent's calls are the parent's to report: mark them written."""
+        self._lock = threading.Lock()
+        self._written = {key: rec.count for key, rec in self.sites.items()}
 
     def hit(self, frame: Any, category: str, api: str, target: Any, args: tuple = (), kwargs: dict | None = None) -> None:
         """Count a call at ``frame``'s site; the record is built (args formatted, ``target`` called if it is
@@ -87,25 +104,25 @@ class Audit:
         record keeps the code object alive, so its id cannot be reused by another one."""
         code = frame.f_code
         key = (id(code), frame.f_lasti, api)
-        rec = self._records.get(key)
+        rec = self.sites.get(key)
         if rec is not None:
             rec.count += 1
             return
         with self._lock:
-            rec = self._records.get(key)
+            rec = self.sites.get(key)
             if rec is not None:
                 rec.count += 1
                 return
             rec = Record(category, api, format_args(args, kwargs), target() if callable(target) else target,
                          site_of(frame))
             rec._code = code  # type: ignore[attr-defined]  (pins id(code), see above)
-            self._records[key] = rec
+            self.sites[key] = rec
 
     def records(self) -> list[Record]:
         """One record per call site: sites reached by several instructions on one line are merged."""
         merged: dict[tuple, Record] = {}
         with self._lock:
-            for r in self._records.values():
+            for r in self.sites.values():
                 key = (r.site, r.api, r.category)
                 if key in merged:
                     merged[key].count += r.count
@@ -115,53 +132,102 @@ class Audit:
 
     def clear(self) -> None:
         with self._lock:
-            self._records.clear()
+            self.sites.clear()
             self._written.clear()
 
-    def write_jsonl(self, path: str, **tags: Any) -> int:
+    def write_jsonl(self, path: str, *, timeout: float | None = None, **tags: Any) -> int:
         """Append one JSON line per record with calls not yet written, tagged with pid (and ``tags``).
 
-        Counts are deltas since the previous write, so flushing early and again at exit never
-        double-counts. One ``write`` per flush, under an exclusive lock, so worker processes
-        appending to the same file never interleave lines.
+        Counts are deltas since the previous successful write, so flushing early and again at exit
+        never double-counts, and a failed write loses nothing for the next one. One ``write`` per
+        flush, under an exclusive lock, so worker processes appending to the same file never
+        interleave lines. With ``timeout``, waiting for a FIFO reader or for the lock is bounded:
+        ``TimeoutError`` after that many seconds.
         """
         with self._lock:
-            records = []
-            for key, rec in self._records.items():
+            pending = {}
+            for key, rec in self.sites.items():
                 delta = rec.count - self._written.get(key, 0)
                 if delta > 0:
-                    records.append(dataclasses.replace(rec, count=delta))
-                    self._written[key] = rec.count
-        if not records:
+                    pending[key] = (dataclasses.replace(rec, count=delta), rec.count)
+        if not pending:
             return 0
         base = {"pid": os.getpid(), "argv0": os.path.basename(sys.argv[0]) if sys.argv else "", **tags}
-        blob = "".join(json.dumps({**base, **dataclasses.asdict(r)}) + "\n" for r in records).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            try:
-                import fcntl
+        blob = "".join(json.dumps({**base, **dataclasses.asdict(r)}) + "\n" for r, _ in pending.values()).encode()
+        _append(path, blob, timeout)
+        with self._lock:
+            for key, (_, count) in pending.items():
+                self._written[key] = max(self._written.get(key, 0), count)
+        return len(pending)
 
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except (ImportError, OSError):
-                pass
-            os.write(fd, blob)
-        finally:
-            os.close(fd)
-        return len(records)
+
+def _append(path: str, blob: bytes, timeout: float | None) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def wait(what: str) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} for {timeout:g} s")
+        time.sleep(0.01)
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_NONBLOCK if timeout is not None else 0)
+    while True:
+        try:
+            fd = os.open(path, flags, 0o644)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody reads
+                raise
+            wait("no process opened the FIFO for reading")
+    try:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory lock
+            fcntl = None
+        while fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if timeout is not None else 0))
+                break
+            except BlockingIOError:
+                wait("another process holds the file's lock")
+            except OSError:  # no locking on this file system
+                break
+        view = memoryview(blob)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                wait("the FIFO's reader did not drain it")
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: str) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
+    """The hpu_shim records in ``path``; other lines are skipped (``read_report`` names them)."""
+    return read_report(path)[0]
+
+
+def read_report(path: str) -> tuple[list[dict], list[str]]:
+    """The hpu_shim records in ``path`` and, for every other line, ``"path:N: why"`` (skipped, counted).
+
+    Raises OSError (``IsADirectoryError``, ``FileNotFoundError``...) when the file cannot be read.
+    """
+    rows, bad = [], []
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for n, line in enumerate(fh, 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                out.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not a JSON line written by hpu_shim ({exc.msg})") from None
-    return out
+                bad.append(f"{path}:{n}: not JSON ({exc.msg})")
+                continue
+            missing = [k for k in REQUIRED if k not in row] if isinstance(row, dict) else list(REQUIRED)
+            if missing or not isinstance(row.get("count"), int):
+                bad.append(f"{path}:{n}: not an hpu_shim record (missing {', '.join(missing) or 'an integer count'})")
+                continue
+            rows.append(row)
+    return rows, bad
 
 
 def merge(rows: Iterable[dict]) -> list[dict]:

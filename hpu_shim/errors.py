@@ -8,12 +8,17 @@ from .backends.base import BackendUnavailable
 __all__ = ["UnsupportedCudaAPI", "ShimConfigError", "BackendUnavailable"]
 
 
-class UnsupportedCudaAPI(RuntimeError):
-    """An in-scope ``torch.cuda`` API with no redirect, under ``HPU_SHIM_STRICT=1``."""
+class UnsupportedCudaAPI(RuntimeError, AttributeError):
+    """An in-scope ``torch.cuda`` API with no redirect, under ``HPU_SHIM_STRICT=1``.
+
+    Also an ``AttributeError``, so feature probing (``hasattr(torch.cuda, "x")``,
+    ``getattr(torch.cuda, "x", None)``) answers "absent" instead of raising.
+    """
 
     def __init__(self, api: str, site: str, backend: str):
         self.api, self.site, self.backend = api, site, backend
-        super().__init__(
+        RuntimeError.__init__(
+            self,
             f"{api} has no {backend} redirect in hpu_shim (used at {site}). "
             f"HPU_SHIM_STRICT=1 turns unknown torch.cuda APIs into errors; unset it to warn and fall "
             f"through to the real torch.cuda, or add a row to hpu_shim.redirects."

@@ -3,8 +3,12 @@
 Keep this file tiny and safe; the logic lives in ``hpu_shim``:
 
 * ``HPU_SHIM_FAKE_HPU=1`` installs the emulated HPU first (tests, spawned children of tests);
-* ``HPU_SHIM=1`` imports and installs ``hpu_shim``; anything else imports nothing beyond ``os``;
-* it never raises: a failure is logged and the shim stays idle;
+* ``HPU_SHIM=1`` imports and installs ``hpu_shim`` *lazily*: torch is imported (and the backend
+  resolved) on the first in-scope import, never at interpreter start; ``HPU_SHIM`` unset or ``0``
+  imports nothing beyond ``os``;
+* it never raises: a bad value is logged (variable, value, accepted values) and the shim stays idle;
+  failures are logged through the ``hpu_shim`` logger's own stderr handler, never
+  ``logging.basicConfig()``, so the application's later ``basicConfig`` still takes effect;
 * it always chains to the next ``sitecustomize`` on ``sys.path`` (a user's or the distribution's),
   which Python would otherwise never import because this one shadows it.
 """
@@ -15,14 +19,33 @@ loaded = False  # True once the shim was installed by this bootstrap (tests read
 chained = None  # the next sitecustomize module, if there was one
 
 
-def _report_failure(what, exc_info=True):
+def _report_failure(what, consequence, exc_info=True):
+    """Log through the hpu_shim logger with a stderr handler of its own (root logging stays untouched)."""
     try:
         import logging
 
-        logging.basicConfig()  # no-op when the application configured logging already
-        logging.getLogger("hpu_shim").error("hpu_shim bootstrap: %s; the shim stays idle", what, exc_info=exc_info)
+        logger = logging.getLogger("hpu_shim")
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("hpu_shim[%(process)d] %(levelname)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+        logger.error("hpu_shim bootstrap: %s; %s", what, consequence, exc_info=exc_info)
     except Exception:
         pass
+
+
+_IDLE = "the shim stays idle"
+
+
+def _switch(var):
+    """The 0/1 value of ``var`` ('' when unset), or None after logging a bad value."""
+    value = os.environ.get(var, "").strip()
+    if value in ("", "0", "1"):
+        return value
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    _report_failure(f"{var}={shown!r} is not valid; accepted values: 0 or 1", _IDLE, exc_info=False)
+    return None
 
 
 def _import_hpu_shim():
@@ -52,25 +75,25 @@ def _import_hpu_shim():
 
 def _bootstrap():
     global loaded
-    if os.environ.get("HPU_SHIM_FAKE_HPU", "").strip() == "1":
+    fake, switch = _switch("HPU_SHIM_FAKE_HPU"), _switch("HPU_SHIM")
+    if fake is None or switch is None:
+        return
+    if fake == "1":
         try:
             _import_hpu_shim()
             from hpu_shim.testing import install_emulator
 
             install_emulator()
         except Exception:
-            _report_failure("HPU_SHIM_FAKE_HPU=1 but the emulated HPU could not be installed")
-    switch = os.environ.get("HPU_SHIM", "").strip()
-    if switch not in ("", "0", "1"):
-        _report_failure(f"HPU_SHIM={os.environ['HPU_SHIM']!r} is not valid; accepted values: 0 or 1", exc_info=False)
-        return
+            _report_failure("HPU_SHIM_FAKE_HPU=1 but the emulated HPU could not be installed", _IDLE)
+            return
     if switch != "1":
         return
     try:
-        _import_hpu_shim().install()
+        _import_hpu_shim().runtime.runtime.bootstrap_install()
         loaded = True
     except Exception as exc:
-        _report_failure(str(exc) or type(exc).__name__, exc_info=not str(exc))
+        _report_failure(str(exc) or type(exc).__name__, _IDLE, exc_info=not str(exc))
 
 
 def _chain():
@@ -90,14 +113,18 @@ def _chain():
         chained = nxt
     except ImportError as exc:
         if exc.name != "sitecustomize":
-            _report_failure(f"the next sitecustomize failed to import: {exc}")
+            _report_failure(f"the next sitecustomize on sys.path failed to import: {exc}", _unaffected())
     except Exception:
-        _report_failure("the next sitecustomize raised")
+        _report_failure("the next sitecustomize on sys.path raised", _unaffected())
     finally:
         for i in removed:
             sys.path.insert(min(i, len(sys.path)), here)
         if ours is not None:
             sys.modules["sitecustomize"] = ours
+
+
+def _unaffected():
+    return "hpu_shim is unaffected (installed)" if loaded else "hpu_shim is unaffected (not installed: HPU_SHIM is not 1)"
 
 
 _bootstrap()

@@ -41,16 +41,35 @@ def test_report_file_merges_processes(pkgs, tmp_path):
     assert render_table([]) == "no redirected call sites recorded"
 
 
+def _report_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "hpu_shim", "report", *map(str, args)],
+                          env=clean_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300, **kwargs)
+
+
 def test_report_cli_errors(tmp_path):
-    env = clean_env(PYTHONPATH=str(REPO))
-    missing = subprocess.run([sys.executable, "-m", "hpu_shim", "report", str(tmp_path / "none.jsonl")],
-                             env=env, capture_output=True, text=True, timeout=300)
+    missing = _report_cli(tmp_path / "none.jsonl")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    directory = _report_cli(tmp_path)
+    assert directory.returncode == 2 and "is a directory" in directory.stderr and "Traceback" not in directory.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
-    out = subprocess.run([sys.executable, "-m", "hpu_shim", "report", str(bad)], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 2 and "bad.jsonl:1" in out.stderr
+    out = _report_cli(bad)
+    assert out.returncode == 1 and "bad.jsonl:1" in out.stderr and "no hpu_shim records" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_report_cli_skips_and_counts_foreign_lines(pkgs, tmp_path):
+    report = tmp_path / "audit.jsonl"
+    run_py("import hpu_shim, lmcache; lmcache.current_device()", path=[pkgs],
+           env={"HPU_SHIM_BACKEND": "cpu", "HPU_SHIM_REPORT": str(report)})
+    with report.open("a") as fh:
+        fh.write('{"torn": \n[1, 2]\n{"event": "someone else\'s log"}\n{"category": "match", "count": "x"}\n')
+    out = _report_cli(report)
+    assert out.returncode == 0, out.stderr
+    good = len(report.read_text().splitlines()) - 4
+    assert "skipped 4 line(s)" in out.stderr and f"audit.jsonl:{good + 1}: not JSON" in out.stderr
+    assert f"audit.jsonl:{good + 2}: not an hpu_shim record" in out.stderr and "Traceback" not in out.stderr
+    assert "torch.cuda.current_device()" in out.stdout and "1 processes" in out.stdout
 
 
 def test_doctor(tmp_path):

@@ -86,6 +86,16 @@ class Backend:
     def nvtx_range(self, *args: Any, **kwargs: Any) -> contextlib.AbstractContextManager:
         return _NullRange()
 
+    def check_ordinal(self, device: Any) -> int:
+        """A CUDA-style device argument naming one of this node's devices; a clear error otherwise."""
+        index = self.index_of(device)
+        count = self.device_count()
+        if not 0 <= index < max(count, 1):
+            raise ValueError(f"hpu_shim: device {device!r} is not one of this node's {count} {self.name} device(s) "
+                             f"(valid ordinals: 0..{max(count, 1) - 1}); CUDA ordinals name the process's own "
+                             f"{self.name} device")
+        return index
+
     def index_of(self, device: Any) -> int:
         """The ordinal a CUDA-style device argument names (None/'cuda' -> current)."""
         import torch
@@ -97,6 +107,8 @@ class Backend:
         if isinstance(device, str):
             device = torch.device(device)
         if isinstance(device, torch.device):
+            if device.type not in ("cuda", self.target.type):
+                raise ValueError(f"invalid device argument {device!r}: expected a cuda or {self.target.type} device")
             return device.index if device.index is not None else self.current_device()
         raise TypeError(f"invalid device argument {device!r}: expected int, str or torch.device")
 

@@ -81,7 +81,7 @@ _DEFAULT = HostStream()
 class CpuBackend(Backend):
     name = "cpu"
     module_name = "torch.cpu"
-    target = DeviceTarget("cpu", keeps_index=False)
+    target = DeviceTarget("cpu")  # no index: every CUDA ordinal is the host
     can_pin = False  # pinning needs an accelerator; CPU torch raises on pin_memory=True
     descriptions = {
         "synchronize": "torch.cpu.synchronize()",

@@ -60,7 +60,8 @@ def _hpu():
 class HpuBackend(Backend):
     name = "hpu"
     module_name = "torch.hpu"
-    target = DeviceTarget("hpu", keeps_index=True)
+    #: every CUDA ordinal is this process's HPU (one device per process; docs/architecture.md "Devices")
+    target = DeviceTarget("hpu", current=lambda: _hpu().current_device())
     can_pin = False  # A5: the habana allocator does not pin host memory
     descriptions = {
         "synchronize": "habana_frameworks.torch.core.mark_step(); torch.hpu.synchronize()",
@@ -96,7 +97,13 @@ class HpuBackend(Backend):
         return _hpu().current_device()
 
     def set_device(self, device: Any) -> None:
-        _hpu().set_device(self.index_of(device))
+        """A valid ordinal (``rank % device_count()``) is accepted and the process keeps its HPU.
+
+        On Gaudi each process opens one module and the bridge's guard wants it active; vllm-gaudi's
+        ``HpuPlatform.set_device`` is a no-op for the same reason. Calling ``torch.hpu.set_device(N)``
+        would rewrite ``HLS_MODULE_ID`` after the device is open, or assert N == 0.
+        """
+        self.check_ordinal(device)
 
     def synchronize(self, device: Any = None) -> None:
         mark_step()
@@ -115,7 +122,8 @@ class HpuBackend(Backend):
         return _hpu().is_bf16_supported()
 
     def device(self, device: Any):
-        return _hpu().device(self.index_of(device))
+        self.check_ordinal(device)
+        return _hpu().device(self.target.current())
 
     def device_of(self, obj: Any):
         return _hpu().device_of(obj)

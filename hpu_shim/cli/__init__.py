@@ -1,4 +1,9 @@
-"""Command line: ``python -m hpu_shim {doctor,report,demo,run,bench}``."""
+"""Command line: ``python -m hpu_shim {doctor,report,demo,run,bench}``.
+
+Exit codes: 0 success; 1 ``doctor`` found an error, or ``report`` found no hpu_shim record in the
+file; 2 bad usage or an unreadable file (missing, a directory, no permission). ``report`` skips
+lines that are not hpu_shim records (another program's output, a torn line) and says how many.
+"""
 
 from __future__ import annotations
 
@@ -18,21 +23,31 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ..audit import merge, read_jsonl, render_table
+    from ..audit import merge, read_report, render_table
 
     path = args.path or os.environ.get("HPU_SHIM_REPORT")
     if not path:
         print("hpu_shim report: no file given; pass PATH or set HPU_SHIM_REPORT", file=sys.stderr)
         return 2
     try:
-        rows = read_jsonl(path)
+        rows, bad = read_report(path)
     except FileNotFoundError:
         print(f"hpu_shim report: {path} does not exist; run the workload with HPU_SHIM_REPORT={path} first",
               file=sys.stderr)
         return 2
-    except ValueError as exc:
-        print(f"hpu_shim report: {exc}", file=sys.stderr)
+    except IsADirectoryError:
+        print(f"hpu_shim report: {path} is a directory; pass the JSON-lines file HPU_SHIM_REPORT named",
+              file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"hpu_shim report: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if bad:
+        print(f"hpu_shim report: skipped {len(bad)} line(s) that are not hpu_shim records: "
+              + "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""), file=sys.stderr)
+    if not rows:
+        print(f"hpu_shim report: no hpu_shim records in {path}", file=sys.stderr)
+        return 1
     print(render_table(merge(rows)))
     return 0
 
@@ -56,7 +71,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpu_shim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hpu_shim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("doctor", help="report versions, devices and the configuration that would apply")
     p.set_defaults(func=_cmd_doctor)

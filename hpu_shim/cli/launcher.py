@@ -25,17 +25,14 @@ def _note(message: str) -> None:
 
 def launch_env(environ: dict | None = None) -> dict:
     """The environment for a shimmed command tree (validated: a bad HPU_SHIM_* value raises)."""
-    from ..runtime import config as _config
-    from ..runtime.runtime import bootstrap_dir
+    from ..runtime import config as _config, environment
 
     env = dict(os.environ if environ is None else environ)
     if env.get("HPU_SHIM", "").strip() == "0":
         _note("HPU_SHIM=0 was set; overriding it to 1 for this command")
     env["HPU_SHIM"] = "1"
     _config.load(env)  # fail here, before exec, with the variable, value and accepted values
-    site_dir = bootstrap_dir()
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != site_dir]
-    env["PYTHONPATH"] = os.pathsep.join([site_dir, *parts])
+    env["PYTHONPATH"] = environment.with_bootstrap(env.get("PYTHONPATH"))
     if not env.get("PYTHONHASHSEED"):
         env["PYTHONHASHSEED"] = "0"
         _note("PYTHONHASHSEED was unset; set to 0 so LMCache keys agree across vLLM's processes")

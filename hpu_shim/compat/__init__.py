@@ -26,17 +26,45 @@ The fix-up contract (stable; other modules add rows to the profile tables agains
   ``remote_timeout``); ``ctx.cuda_proxy`` is what ``torch.cuda`` is inside the scope;
 * ``ctx.compat.name`` is the profile/release name (e.g. ``"0.3.7 (CUDA-only: shim connector)"``);
 * a stand-in builder is ``build(module)``: it fills a fresh module object.
+
+Profiles return what they add (``overlay``, ``module_overrides``, ``post_exec``); the runtime
+applies it (``hpu_shim.runtime.activation``). The tested LMCache range is ``TESTED`` (0.3.1 -
+0.5.6): outside it a WARNING is logged once and only fix-ups declared with a precondition
+(``Fixup(func, precondition)``) whose precondition holds on the module are applied. A fix-up that
+raises is logged and its patches are rolled back; LMCache's import always goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from typing import Any, Callable
 
 from ..redirects import MISMATCH, Redirect
 
-__all__ = ["Profile", "PROFILES", "activate", "lmcache_version", "parse_version"]
+__all__ = ["Profile", "Fixup", "PROFILES", "TESTED", "select", "applies", "call", "lmcache_version",
+           "parse_version"]
+
+log = logging.getLogger("hpu_shim")
+
+#: The LMCache releases the profiles were tested with (inclusive).
+TESTED = ((0, 3, 1), (0, 5, 6))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fixup:
+    """A fix-up with a declared precondition on the module: what still applies to an untested release."""
+
+    func: Callable[[Any, Any], None]
+    precondition: Callable[[Any], bool]
+
+    @property
+    def __name__(self) -> str:  # type: ignore[override]
+        return getattr(self.func, "__name__", repr(self.func))
+
+    def __call__(self, module: Any, ctx: Any) -> None:
+        self.func(module, ctx)
 
 
 @dataclasses.dataclass
@@ -45,13 +73,30 @@ class Profile:
     overlay: dict = dataclasses.field(default_factory=dict)
     #: module name -> fills a fresh module object with a stand-in (e.g. torch-native lmcache.c_ops)
     module_overrides: dict[str, Callable[[Any], None]] = dataclasses.field(default_factory=dict)
-    #: module name -> fix-up run right after that in-scope module executed (patches go through rt.patches)
-    post_exec: dict[str, Callable[[Any, Any], None]] = dataclasses.field(default_factory=dict)
+    #: module name -> fix-up ``fixup(module, ctx)`` (a function, or a ``Fixup`` with a precondition)
+    post_exec: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: False outside ``TESTED``: only fix-ups whose precondition holds are applied
+    tested: bool = True
 
-    def deactivate(self, rt: Any) -> None:
-        from . import c_ops
 
-        c_ops._buffers.clear()
+def _defines(*names: str) -> Callable[[Any], bool]:
+    """Precondition: the module itself defines one of these classes (not an import of them)."""
+    def holds(module: Any) -> bool:
+        return any(isinstance(v, type) and v.__module__ == module.__name__
+                   for v in (getattr(module, n, None) for n in names))
+    return holds
+
+
+def _has(path: str) -> Callable[[Any], bool]:
+    """Precondition: ``module.<path>`` exists (dotted)."""
+    def holds(module: Any) -> bool:
+        obj = module
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return False
+        return True
+    return holds
 
 
 def lmcache_version() -> str | None:
@@ -226,6 +271,9 @@ _SKIP_HOST_REGISTER = Redirect(MISMATCH, "cudart_without_pinning",
                                "(buffers stay unpinned)")
 
 
+_CONNECTORS = Fixup(_fix_connectors, _defines("VLLMPagedMemGPUConnectorV2", *_UNSUPPORTED_CONNECTORS))
+
+
 def _cuda_only(version: str | None) -> Profile:
     v = parse_version(version) or (0, 0, 0)
     return Profile(
@@ -233,11 +281,11 @@ def _cuda_only(version: str | None) -> Profile:
         overlay={"cudart": _SKIP_HOST_REGISTER} if v < (0, 3, 4) else {},
         module_overrides=dict(_STAND_INS),
         post_exec={
-            "lmcache.v1.gpu_connector": _fix_connectors,
-            "lmcache.v1.gpu_connector.gpu_connectors": _fix_connectors,
-            "lmcache.integration.vllm.utils": _fix_torch_dev,
-            "lmcache.integration.vllm.vllm_v1_adapter": _fix_adapter_platform,
-            "lmcache.v1.manager": _fix_manager_platform,
+            "lmcache.v1.gpu_connector": _CONNECTORS,
+            "lmcache.v1.gpu_connector.gpu_connectors": _CONNECTORS,
+            "lmcache.integration.vllm.utils": Fixup(_fix_torch_dev, _has("get_vllm_torch_dev")),
+            "lmcache.integration.vllm.vllm_v1_adapter": Fixup(_fix_adapter_platform, _has("current_platform")),
+            "lmcache.v1.manager": Fixup(_fix_manager_platform, _has("LMCacheManager._get_device_info")),
         },
     )
 
@@ -248,9 +296,10 @@ _NATIVE_OFF = Redirect(MISMATCH, "cuda_unavailable",
 
 
 def _native_hpu(version: str | None) -> Profile:
-    post_exec = {"lmcache.v1.gpu_connector.hpu_connector": _fix_native_hpu_connector,
-                 "lmcache.v1.gpu_connector": _fix_create_connector,
-                 "lmcache.integration.vllm.utils": _fix_torch_dev_on_cpu}
+    post_exec = {"lmcache.v1.gpu_connector.hpu_connector": Fixup(_fix_native_hpu_connector,
+                                                                 _defines("VLLMPagedMemHPUConnectorV2")),
+                 "lmcache.v1.gpu_connector": Fixup(_fix_create_connector, _has("CreateGPUConnector")),
+                 "lmcache.integration.vllm.utils": Fixup(_fix_torch_dev_on_cpu, _has("get_vllm_torch_dev"))}
     return Profile(name=f"{version} (native HPU connector)", overlay={"is_available": _NATIVE_OFF},
                    module_overrides=dict(_STAND_INS), post_exec=post_exec)
 
@@ -267,15 +316,52 @@ PROFILES: list[tuple[Callable[[tuple | None], bool], Callable[[str | None], Prof
 ]
 
 
-def activate(rt: Any) -> Profile | None:
-    if "lmcache" not in rt.scope.packages:
+def select(packages: tuple) -> Profile | None:
+    """The profile for the installed LMCache (None when ``lmcache`` is not in scope).
+
+    Outside ``TESTED`` a WARNING is logged once and the profile is marked untested.
+    """
+    if "lmcache" not in packages:
         return None
     version = lmcache_version()
     parsed = parse_version(version)
     for matches, factory in PROFILES:
         if matches(parsed):
             profile = factory(version)
-            rt.overlay = dict(profile.overlay)
-            rt.module_overrides = dict(profile.module_overrides)
+            if parsed is not None and not TESTED[0] <= parsed <= TESTED[1]:
+                profile.tested = False
+                _warn_untested(version)
             return profile
     return None
+
+
+_warned: set = set()
+
+
+def _warn_untested(version: str | None) -> None:
+    if version not in _warned:
+        _warned.add(version)
+        low, high = (".".join(map(str, v)) for v in TESTED)
+        log.warning("hpu_shim: LMCache %s is outside the tested range %s - %s; applying only the fix-ups whose "
+                    "preconditions hold on it. Check `python -m hpu_shim doctor` and report what fails.",
+                    version, low, high)
+
+
+def applies(fixup: Any, module: Any, ctx: Any) -> bool:
+    """Whether to run ``fixup`` on ``module``: its precondition holds, and, on an untested release, it has one."""
+    precondition = getattr(fixup, "precondition", None)
+    if precondition is not None:
+        if not precondition(module):
+            log.debug("hpu_shim: fix-up %s skipped: its precondition does not hold on %s",
+                      getattr(fixup, "__name__", fixup), module.__name__)
+            return False
+        return True
+    if ctx.compat is not None and not ctx.compat.tested:
+        log.info("hpu_shim: fix-up %s for %s skipped: LMCache %s is untested and the fix-up declares no "
+                 "precondition", getattr(fixup, "__name__", fixup), module.__name__, ctx.compat.name)
+        return False
+    return True
+
+
+def call(fixup: Any, module: Any, ctx: Any) -> None:
+    fixup(module, ctx)

@@ -3,7 +3,9 @@
 Modelled on gevent's ``monkey.saved``: the *first* original always wins, so patching twice can
 never record a patched value as the original. Attributes that were inherited (``Tensor.cuda``
 lives on ``torch._C.TensorBase``) are deleted on restore rather than shadowed, so after
-``uninstall()`` ``"cuda" not in torch.Tensor.__dict__`` again.
+``uninstall()`` ``"cuda" not in torch.Tensor.__dict__`` again. ``checkpoint()``/``rollback()``
+undo just the patches made since a point, so a compat fix-up that raises half-way leaves nothing
+behind.
 """
 
 from __future__ import annotations
@@ -31,16 +33,39 @@ class PatchRegistry:
         self._lock = threading.RLock()
         # key -> (owner, name, original or MISSING if inherited/absent, replacement)
         self._saved: dict[tuple[int, str], tuple[Any, str, Any, Any]] = {}
+        # every patch() in order: (key, the entry it replaced or None), for rollback()
+        self._journal: list[tuple[tuple[int, str], Any]] = []
 
     def patch(self, owner: Any, name: str, replacement: Any) -> None:
         with self._lock:
             key = (id(owner), name)
-            if key in self._saved:
-                original = self._saved[key][2]  # first original wins
-            else:
-                original = owner.__dict__.get(name, MISSING) if hasattr(owner, "__dict__") else MISSING
+            previous = self._saved.get(key)
+            original = previous[2] if previous is not None else (  # first original wins
+                owner.__dict__.get(name, MISSING) if hasattr(owner, "__dict__") else MISSING)
             setattr(owner, name, replacement)
             self._saved[key] = (owner, name, original, replacement)
+            self._journal.append((key, previous))
+
+    def checkpoint(self) -> int:
+        return len(self._journal)
+
+    def rollback(self, mark: int) -> list[str]:
+        """Undo the patches made since ``checkpoint()`` returned ``mark``, newest first."""
+        with self._lock:
+            undone = []
+            while len(self._journal) > mark:
+                key, previous = self._journal.pop()
+                owner, name, original, _ = self._saved.pop(key)
+                if previous is not None:  # back to the earlier patch
+                    setattr(owner, name, previous[3])
+                    self._saved[key] = previous
+                elif original is MISSING:
+                    if name in owner.__dict__:
+                        delattr(owner, name)
+                else:
+                    setattr(owner, name, original)
+                undone.append(f"{_qualname(owner)}.{name}")
+            return undone
 
     def get_original(self, owner: Any, name: str) -> Any:
         entry = self._saved.get((id(owner), name))
@@ -62,6 +87,7 @@ class PatchRegistry:
                     setattr(owner, name, original)
                 restored.append(f"{_qualname(owner)}.{name}")
             self._saved.clear()
+            self._journal.clear()
             return restored
 
     def describe(self) -> list[str]:

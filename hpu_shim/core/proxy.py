@@ -7,8 +7,9 @@ built on a metaclass, so ``isinstance`` checks and annotations in LMCache keep w
 
 Resolved names are cached in the proxy's own ``__dict__`` (a plain module-attribute lookup on the
 next use instead of a ``__getattr__`` call); ``uninstall()`` clears those caches. Every redirect
-consults ``rt.active`` on use: after ``uninstall()`` a reference that escaped (a closure, a class
-attribute) passes straight through to the real ``torch``.
+consults ``ctx.active`` on use: after ``uninstall()`` a reference that escaped (a closure, a class
+attribute) passes straight through to the real ``torch``. ``make_import`` builds the ``__import__``
+in-scope modules see. Everything here depends only on ``protocols.RedirectContext`` (``ctx``).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ from . import devices as _devices
 from ..redirects import Redirect
 
 if TYPE_CHECKING:
-    from ..runtime.runtime import Runtime
+    from .protocols import RedirectContext
 
-__all__ = ["TorchProxy", "CudaProxy", "make_redirect", "make_device_type", "is_proxy_object"]
+__all__ = ["TorchProxy", "CudaProxy", "HpuProxy", "make_redirect", "make_device_type", "make_import",
+           "forget_cached", "is_proxy_object"]
 
 _MARK = "__hpu_shim_redirect__"
 
 
 class _ForwardingModule(types.ModuleType):
-    def __init__(self, rt: "Runtime", real: types.ModuleType):
+    def __init__(self, rt: "RedirectContext", real: types.ModuleType):
         super().__init__(real.__name__, real.__doc__)
         d = self.__dict__
         d["_hpu_shim_rt"] = rt
@@ -96,7 +98,7 @@ class HpuProxy(_ForwardingModule):
         return getattr(self._hpu_shim_real, name)
 
 
-def _hpu_device_properties(rt: "Runtime") -> Any:
+def _hpu_device_properties(rt: "RedirectContext") -> Any:
     def get_device_properties(device: Any = None) -> Any:
         rt.audit.hit(sys._getframe(1), "modified", "torch.hpu.get_device_properties",
                      functools.partial(rt.describe, "get_device_properties"), (device,) if device is not None else ())
@@ -108,7 +110,7 @@ def _hpu_device_properties(rt: "Runtime") -> Any:
 class CudaProxy(_ForwardingModule):
     """``torch.cuda`` (prefix ``""``) or a sub-namespace such as ``torch.cuda.nvtx``."""
 
-    def __init__(self, rt: "Runtime", real: types.ModuleType, prefix: str = ""):
+    def __init__(self, rt: "RedirectContext", real: types.ModuleType, prefix: str = ""):
         super().__init__(rt, real)
         self.__dict__["_hpu_shim_prefix"] = prefix
 
@@ -131,7 +133,7 @@ def _real_cuda_attr(key: str) -> Any:
     return obj
 
 
-def make_redirect(rt: "Runtime", key: str, entry: Redirect) -> Any:
+def make_redirect(rt: "RedirectContext", key: str, entry: Redirect) -> Any:
     """Build the object that stands for ``torch.cuda.<key>`` in scope."""
     api = f"torch.cuda.{key}"
     if entry.kind == "namespace":
@@ -140,7 +142,7 @@ def make_redirect(rt: "Runtime", key: str, entry: Redirect) -> Any:
         return _make_class(rt, key, api, entry)
     op, category = entry.op, entry.category
     target = functools.partial(rt.describe, op)  # built into the audit record on the first hit only
-    hit, records, getframe = rt.audit.hit, rt.audit._records, sys._getframe
+    hit, records, getframe = rt.audit.hit, rt.audit.sites, sys._getframe
     bound: list = [None, None]  # (backend, its bound method): re-resolved if the backend changes
 
     def redirect(*args: Any, **kwargs: Any) -> Any:
@@ -202,7 +204,7 @@ class _RedirectMeta(type):
         return getattr(cls._target(), name)
 
 
-def _make_class(rt: "Runtime", key: str, api: str, entry: Redirect) -> type:
+def _make_class(rt: "RedirectContext", key: str, api: str, entry: Redirect) -> type:
     return _RedirectMeta(
         key.rsplit(".", 1)[-1],
         (),
@@ -261,8 +263,29 @@ def _translate_device_ctor(args: tuple, kwargs: dict, target: _devices.DeviceTar
     return args, kwargs
 
 
-def make_device_type(rt: "Runtime") -> type:
+def make_device_type(rt: "RedirectContext") -> type:
     return _DeviceMeta("device", (), {"__module__": "hpu_shim.redirected", "_hpu_shim_rt": rt, _MARK: "device"})
+
+
+def make_import(rt: "RedirectContext", real_import: Any) -> Any:
+    """The ``__import__`` that in-scope modules see: real import first, then hand out proxies."""
+
+    def __import__(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A001
+        module = real_import(name, globals, locals, fromlist, level)
+        if level or not rt.active or not (name == "torch" or name.startswith("torch.")):
+            return module
+        if not fromlist:
+            return rt.torch_proxy  # `import torch[.cuda[.x]] [as y]` binds the top-level package
+        return rt.proxy_for_module(module)
+
+    __import__.__hpu_shim_redirect__ = "__import__"
+    return __import__
+
+
+def forget_cached(obj: Any) -> None:
+    """Drop the names a proxy module cached (``uninstall()``); anything else is left alone."""
+    if isinstance(obj, _ForwardingModule):
+        obj._hpu_shim_clear()
 
 
 def is_proxy_object(obj: Any) -> bool:

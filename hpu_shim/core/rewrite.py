@@ -7,13 +7,16 @@ the AST is rewritten before compilation (the pytest assertion-rewrite technique)
 * ``X.to(...)``          -> ``@hpu_shim_rt.to(X, ...)``
 * ``X.cuda(...)``        -> ``@hpu_shim_rt.cuda(X, ...)``
 * ``X.pin_memory(...)``  -> ``@hpu_shim_rt.pin_memory(X, ...)``
-* ``f(..., device=D)``   -> ``f(..., device=@hpu_shim_rt.dev(D))``
+* ``f(..., device=D)``   -> ``@hpu_shim_rt.call(f, ..., device=D)``
 * ``f(..., pin_memory=P)`` -> ``f(..., pin_memory=@hpu_shim_rt.pin(P))``
 
 ``@hpu_shim_rt`` cannot collide with user names (it is not an identifier). The helpers translate
 only exact CUDA device specs and pass everything else through untouched, so a ``.to`` method of
-any other object behaves as before. Rewritten bytecode is cached under its own pyc tag so plain
-imports never load it.
+any other object behaves as before. ``device=`` keeps Python's evaluation order (callee, then
+arguments) and sees the callee, so an int becomes a device only where torch reads it as an ordinal
+(``devices.is_torch_callee``); another callee's ``device=0`` stays 0. Rewritten bytecode is cached
+under its own pyc tag so plain imports never load it. The helpers depend only on
+``protocols.RedirectContext``.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 from . import devices as _devices
 
 if TYPE_CHECKING:
-    from ..runtime.runtime import Runtime
+    from .protocols import RedirectContext
 
 __all__ = ["rewrite", "RewriteRuntime", "HELPER_NAME", "VERSION"]
 
 HELPER_NAME = "@hpu_shim_rt"
-VERSION = 1  # bump when the rewrite changes: it is part of the pyc tag
+VERSION = 2  # bump when the rewrite changes: it is part of the pyc tag
 _METHODS = ("to", "cuda", "pin_memory")
-_KEYWORDS = {"device": "dev", "pin_memory": "pin"}
+_KEYWORDS = {"pin_memory": "pin"}
 
 
 def _helper(attr: str, node: ast.AST) -> ast.Attribute:
@@ -59,6 +62,10 @@ class _Rewriter(ast.NodeTransformer):
             if helper is not None:
                 self.count += 1
                 kw.value = ast.copy_location(ast.Call(func=_helper(helper, kw.value), args=[kw.value], keywords=[]), kw.value)
+        if any(kw.arg == "device" for kw in node.keywords):
+            self.count += 1
+            return ast.copy_location(
+                ast.Call(func=_helper("call", func), args=[func, *node.args], keywords=node.keywords), node)
         return node
 
 
@@ -75,7 +82,7 @@ class RewriteRuntime:
 
     __slots__ = ("_rt",)
 
-    def __init__(self, rt: "Runtime"):
+    def __init__(self, rt: "RedirectContext"):
         self._rt = rt
 
     def _takes_int(self, obj: Any) -> bool:
@@ -96,7 +103,7 @@ class RewriteRuntime:
                     new_args = (first, *args[1:])
             new_kwargs = kwargs
             if "device" in kwargs:
-                dev = _devices.translate(kwargs["device"], target, allow_int=True)
+                dev = _devices.translate(kwargs["device"], target, allow_int=self._takes_int(obj))
                 if dev is not kwargs["device"]:
                     new_kwargs = {**kwargs, "device": dev}
             if new_args is not args or new_kwargs is not kwargs:
@@ -111,15 +118,11 @@ class RewriteRuntime:
         if torch is not None and obj is torch.Tensor and args:  # torch.Tensor.cuda(t, ...)
             obj, args = args[0], args[1:]
         if rt.active and self._takes_int(obj):
-            device = args[0] if args else kwargs.pop("device", None)
-            if len(args) > 1:
-                kwargs.setdefault("non_blocking", args[1])
-            target = rt.backend.target
-            spec = target.spec(None) if device is None else _devices.translate(device, target, allow_int=True)
+            spec, to_kwargs = _devices.tensor_cuda_args(args, kwargs, rt.backend.target)
             rt.audit.hit(sys._getframe(1), "match", f"{type(obj).__name__}.cuda", f".to({str(spec)!r})", args, kwargs)
-            if isinstance(obj, sys.modules["torch"].nn.Module):
+            if isinstance(obj, torch.nn.Module):
                 return obj.to(spec)
-            return obj.to(spec, **kwargs)
+            return obj.to(spec, **to_kwargs)
         return obj.cuda(*args, **kwargs)
 
     def pin_memory(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -129,14 +132,17 @@ class RewriteRuntime:
             return obj
         return obj.pin_memory(*args, **kwargs)
 
-    def dev(self, value: Any) -> Any:
+    def call(self, func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """``func(*args, device=D, **kwargs)``: D translated; an int only for torch's own callees."""
         rt = self._rt
-        if not rt.active:
-            return value
-        new = _devices.translate(value, rt.backend.target, allow_int=True)
-        if new is not value:
-            rt.audit.hit(sys._getframe(1), "match", "device=", f"device={str(new)!r}", (value,))
-        return new
+        if rt.active:
+            value = kwargs["device"]
+            new = _devices.translate(value, rt.backend.target,
+                                     allow_int=type(value) is int and _devices.is_torch_callee(func))
+            if new is not value:
+                kwargs["device"] = new
+                rt.audit.hit(sys._getframe(1), "match", "device=", f"device={str(new)!r}", (value,))
+        return func(*args, **kwargs)
 
     def pin(self, value: Any) -> Any:
         rt = self._rt

@@ -2,7 +2,8 @@
 
 ``lmcache`` matches ``lmcache`` and ``lmcache.v1.x`` but never ``lmcache_vllm``: a bare
 ``startswith`` would leak the redirect into neighbouring packages (freezegun #269 style bugs).
-The decision is cached because the ``Tensor.cuda`` patch asks it on every call.
+The decision is cached because the ``Tensor.cuda`` patch asks it on every call; the cache is
+public (``decisions``, read-only for callers) so that hot path can read it without a method call.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ __all__ = ["Scope"]
 
 
 class Scope:
-    __slots__ = ("packages", "_cache")
+    __slots__ = ("packages", "decisions")
 
     def __init__(self, packages: Iterable[str]):
         self.packages: tuple[str, ...] = tuple(packages)
-        self._cache: dict[str, bool] = {}
+        #: module name -> in scope (filled by ``__contains__``; callers only read it)
+        self.decisions: dict[str, bool] = {}
 
     def __contains__(self, module_name: object) -> bool:
         try:
-            return self._cache[module_name]  # type: ignore[index]
+            return self.decisions[module_name]  # type: ignore[index]
         except KeyError:
             pass
         except TypeError:  # unhashable __name__ (pathological globals)
@@ -29,8 +31,8 @@ class Scope:
         result = isinstance(module_name, str) and any(
             module_name == pkg or module_name.startswith(pkg + ".") for pkg in self.packages
         )
-        if len(self._cache) < 65536:
-            self._cache[module_name] = result  # type: ignore[index]
+        if len(self.decisions) < 65536:
+            self.decisions[module_name] = result  # type: ignore[index]
         return result
 
     def __repr__(self) -> str:

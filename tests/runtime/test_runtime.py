@@ -25,11 +25,28 @@ def test_install_uninstall_idempotent(shim):
     assert shim.status()["state"] == "uninstalled" and "cuda" not in torch.Tensor.__dict__
 
 
-def test_reinstall_with_other_config_warns(shim, caplog):
+def test_explicit_arguments_win_and_same_arguments_are_silent(shim, caplog):
     shim.install(backend="cpu")
-    with caplog.at_level("WARNING", logger="hpu_shim"):
-        shim.install(backend="cpu", scope=["other"])
-    assert "already installed" in caplog.text and shim.status()["scope"] == ["lmcache"]
+    with caplog.at_level("DEBUG", logger="hpu_shim"):
+        shim.install(backend="cpu")  # the environment now says HPU_SHIM=1: still the same arguments
+    assert [r for r in caplog.records if r.levelno >= 30] == []
+    shim.install(backend="cpu", scope=["other"])
+    assert shim.status()["scope"] == ["other"] and shim.status()["installed"]
+    assert sum(type(f).__name__ == "ScopedFinder" for f in sys.meta_path) == 1
+
+
+def test_install_after_import_uses_its_arguments():
+    from _helpers import run_py
+
+    proc = run_py("""
+        import logging, hpu_shim
+        logging.basicConfig(level=logging.WARNING)
+        before = hpu_shim.status()["backend_requested"]
+        st = hpu_shim.install(backend="cpu", strict=True)
+        print(before, st["backend_requested"], st["strict"], st["installed"])
+    """, env={"HPU_SHIM_BACKEND": "auto"})
+    assert proc.stdout.split() == ["auto", "cpu", "True", "True"], proc.stdout + proc.stderr
+    assert "WARNING" not in proc.stderr, proc.stderr
 
 
 def test_first_original_wins():
