@@ -1,0 +1,357 @@
+"""Gather (store: paged cache -> memory objects) and scatter (retrieve: memory objects -> paged cache).
+
+:func:`store` and :func:`retrieve` are the transfer path's entry points. Both validate first
+(``validation``), then plan (``planning``), then move the KV:
+
+* **CPU backend** (cache on the host): straight between the paged cache and LMCache's memory
+  objects, no intermediate buffer. Whole blocks of one contiguous run of memory move with one
+  ``index_select``/``index_copy_`` per (segment, layer, K/V), rows reinterpreted as 16-byte words
+  (complex128; int64 where alignment forbids: a bit copy, no arithmetic) and split to <= 128 KiB
+  (:data:`MAX_ROW_BYTES`: ATen's ``index_select`` spreads rows of fewer than 32K elements over its
+  threads but copies larger ones one after another, each on one thread). Blocks that are not one
+  run of memory (vLLM-CPU's ``[NB, H, BS, 2*D]``, where a block's tokens interleave heads) move as
+  runs of consecutive block ids, each run one strided copy; vLLM's free-block queue hands out
+  ascending ids to a fresh request, so a chunk is usually one run.
+* **Device** (HPU, or any other device): one *index graph* (derives block ids and the verdict,
+  closed by ``mark_step`` in lazy mode) and one *transfer graph* (``index_select``/``index_copy_`` of
+  whole blocks, per-token tails), with exactly one device sync per batched call: a store's blocking
+  device->host copy into the staging buffer (which carries the verdict as a last row), a retrieve's
+  final ``synchronize`` (the verdict travels by a non-blocking copy issued before it). Lazy mode:
+  <= 2 ``mark_step`` + that sync; eager mode: no ``mark_step``. When the slot mapping is on the
+  device its values are checked there, so a retrieve's writes are conditional --
+  ``torch.where(ok, new, old)`` of the rows it targets -- and a failed verdict writes back identical
+  bytes; afterwards the call raises (a slot outside the cache) or is redone token by token (not
+  whole blocks), still bit-exact. A store only reads the cache; its memory objects are written only
+  after the verdict passed.
+
+Indices never leave the cache: device indices are clamped before use; host ones were validated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import staging
+from .device import DeviceFacts, facts as device_facts
+from .layouts import KVCache, Plane
+from .planning import NOT_BLOCKS, OK, RANGE_BAD, Plan, bucket, device_plan, host_plan, pad, token_plan
+from .validation import Chunks, TransferInputError, check_slot_values, validate
+
+__all__ = ["store", "retrieve", "MAX_ROW_BYTES"]
+
+#: Largest row moved as one CPU index entry: under ATen's parallel grain even as int64 (see above).
+MAX_ROW_BYTES = 128 << 10
+
+
+# -- entry points ---------------------------------------------------------------------------------------------
+
+def store(cache: KVCache, slot_mapping: Any, starts: Sequence, ends: Sequence, outs: Sequence) -> list:
+    """Paged KV -> ``outs[i][:, :, :ends[i] - starts[i]]`` (LMCache memory objects ``[kv, L, >= n, hidden]``).
+
+    Returns those views. Raises :class:`TransferInputError` before writing anything on bad input.
+    """
+    outs = list(outs)
+    chunks = validate(cache, slot_mapping, starts, ends, outs)
+    if cache.device.type == "cpu":
+        _cpu_gather(cache, host_plan(slot_mapping, chunks, cache), outs)
+    else:
+        for sub, objs in _rounds(cache, chunks, outs):
+            _device_store(cache, device_facts(cache.device), slot_mapping, sub, objs)
+    return [o[:, :, :n] for o, n in zip(outs, chunks.lengths)]
+
+
+def retrieve(cache: KVCache, srcs: Sequence, slot_mapping: Any, starts: Sequence, ends: Sequence) -> None:
+    """``srcs[i][:, :, :ends[i] - starts[i]]`` -> paged KV at ``slot_mapping[starts[i]:ends[i]]``.
+
+    Raises :class:`TransferInputError` on bad input; the cache is then left exactly as it was.
+    """
+    srcs = list(srcs)
+    chunks = validate(cache, slot_mapping, starts, ends, srcs)
+    if cache.device.type == "cpu":
+        _cpu_scatter(cache, host_plan(slot_mapping, chunks, cache), srcs)
+        return
+    for sub, objs in _rounds(cache, chunks, srcs):
+        _device_retrieve(cache, device_facts(cache.device), slot_mapping, sub, objs)
+
+
+def _rounds(cache: KVCache, chunks: Chunks, objs: list) -> list[tuple[Chunks, list]]:
+    """Whole chunks grouped so that each round's staging fits ``staging.LIMIT`` (padding included)."""
+    token_bytes = cache.kv * cache.num_layers * cache.hidden * cache.dtype.itemsize
+    groups: list[list[int]] = [[]]
+    tokens = 0
+    for i, n in enumerate(chunks.lengths):
+        if groups[-1] and _padded_bytes(tokens + n, cache, token_bytes) > staging.LIMIT:
+            groups.append([])
+            tokens = 0
+        groups[-1].append(i)
+        tokens += n
+    if len(groups) == 1:
+        return [(chunks, objs)]
+    return [(Chunks(tuple(chunks.starts[i] for i in g), tuple(chunks.ends[i] for i in g)), [objs[i] for i in g])
+            for g in groups]
+
+
+def _padded_bytes(tokens: int, cache: KVCache, token_bytes: int) -> int:
+    """Upper bound of a round's staging: bucket padding, a partial block per chunk boundary, the verdict row."""
+    return (bucket(tokens) * 5 // 4 + 2 * cache.block_size + 1) * token_bytes
+
+
+# -- device path ----------------------------------------------------------------------------------------------
+
+def _plan_on_device(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Chunks) -> Plan:
+    if slot_mapping.device.type == "cpu":
+        return host_plan(slot_mapping, chunks, cache)  # values validated on the host: nothing to assume
+    return device_plan(slot_mapping, chunks, cache, fx)
+
+
+def _rows(cache: KVCache, mb: int, tb: int) -> int:
+    return mb * cache.block_size + tb
+
+
+def _device_store(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Chunks, outs: list,
+                  redo: bool = False) -> None:
+    import torch
+
+    plan = (token_plan(slot_mapping, chunks, cache, fx) if redo else
+            _plan_on_device(cache, fx, slot_mapping, chunks))
+    body, tail, mb, tb = pad(plan, fx, cache.device)
+    fx.mark_step()  # closes the index graph: the slot mapping's raw length stays out of the transfer graph
+    rows, hidden = _rows(cache, mb, tb), cache.hidden
+    numel = cache.kv * cache.num_layers * rows * hidden
+    buf = torch.empty(numel + hidden, dtype=cache.dtype, device=cache.device)
+    data = buf[:numel].view(cache.kv, cache.num_layers, rows, hidden)
+    _gather_device(cache, body, tail, mb, tb, data)
+    if plan.verdict is not None:
+        buf[numel:].copy_(plan.verdict.to(cache.dtype).expand(hidden))  # the verdict rides in the one D2H copy
+    nbytes = (numel + hidden) * cache.dtype.itemsize
+    with staging.lease(nbytes, fx.pinned) as stg:
+        flat = stg.view(cache.dtype)
+        flat.copy_(buf)  # the call's one blocking device->host copy; launches the transfer graph in lazy mode
+        code = int(flat[numel].item()) if plan.verdict is not None else OK
+        if code == OK:
+            host = flat[:numel].view(cache.kv, cache.num_layers, rows, hidden)
+            for seg in plan.segments:
+                row = _row(seg, mb, cache.block_size)
+                outs[seg.chunk][:, :, seg.local: seg.local + seg.length].copy_(host[:, :, row: row + seg.length])
+            return
+    _after_bad_verdict(code, cache, slot_mapping, chunks)
+    _device_store(cache, fx, slot_mapping, chunks, outs, redo=True)
+
+
+def _device_retrieve(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Chunks, srcs: list,
+                     redo: bool = False) -> None:
+    import torch
+
+    plan = (token_plan(slot_mapping, chunks, cache, fx) if redo else
+            _plan_on_device(cache, fx, slot_mapping, chunks))
+    body, tail, mb, tb = pad(plan, fx, cache.device)
+    fx.mark_step()  # closes the index graph
+    rows, hidden = _rows(cache, mb, tb), cache.hidden
+    numel = cache.kv * cache.num_layers * rows * hidden
+    with staging.lease(numel * cache.dtype.itemsize, fx.pinned) as stg:
+        host = stg.view(cache.dtype).view(cache.kv, cache.num_layers, rows, hidden)
+        for seg in plan.segments:
+            row = _row(seg, mb, cache.block_size)
+            host[:, :, row: row + seg.length].copy_(srcs[seg.chunk][:, :, seg.local: seg.local + seg.length])
+        _fill_padding(host, plan, mb, tb, cache.block_size)
+        src = host.to(cache.device, non_blocking=fx.pinned)  # the one host->device copy
+        ok = None if plan.verdict is None else plan.verdict == OK
+        _scatter_device(cache, body, tail, mb, tb, src, ok)
+        verdict = None
+        if plan.verdict is not None:  # last op of the transfer graph: its copy launches no graph of its own
+            verdict = staging.verdict_buffer(fx.pinned)[:1]
+            verdict.copy_(plan.verdict, non_blocking=True)  # read after the call's one synchronize
+        fx.mark_step()  # closes the transfer graph
+        fx.synchronize()  # the call's one sync; the host buffer stays leased until the device is done with it
+    code = int(verdict[0]) if verdict is not None else OK
+    if code != OK:
+        _after_bad_verdict(code, cache, slot_mapping, chunks)
+        _device_retrieve(cache, fx, slot_mapping, chunks, srcs, redo=True)
+
+
+def _after_bad_verdict(code: int, cache: KVCache, slot_mapping: Any, chunks: Chunks) -> None:
+    """Raise for slots outside the cache (reading the mapping now is fine: this is the error path)."""
+    if code & RANGE_BAD:
+        check_slot_values(slot_mapping, chunks, cache)
+        raise TransferInputError("the device found a slot outside the KV cache in slot_mapping, but the host "
+                                 "re-check did not; the slot mapping changed during the transfer")
+    if code & ~NOT_BLOCKS:
+        raise RuntimeError(f"hpu_shim transfer: unknown device verdict {code}")
+
+
+def _row(seg: Any, mb: int, bs: int) -> int:
+    return mb * bs + seg.offset if seg.tail else seg.offset
+
+
+def _fill_padding(host: Any, plan: Plan, mb: int, tb: int, bs: int) -> None:
+    """Padded index entries repeat the last real one; their source rows must repeat its data too."""
+    m, t = plan.m, plan.t
+    if mb > m:
+        last = host[:, :, (m - 1) * bs: m * bs]
+        host[:, :, m * bs: mb * bs].unflatten(2, (mb - m, bs)).copy_(last.unsqueeze(2).expand(-1, -1, mb - m, -1, -1))
+    if tb > t:
+        base = mb * bs
+        host[:, :, base + t: base + tb].copy_(host[:, :, base + t - 1: base + t].expand(-1, -1, tb - t, -1))
+
+
+def _gather_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, data: Any) -> None:
+    import torch
+
+    bs, feat = cache.block_size, cache.feat
+    for li, planes in enumerate(cache.layers):
+        for p in planes:
+            dst = data[p.kv0: p.kv0 + p.k, li]  # [K, rows, hidden]
+            if mb:
+                if p.k == 1 and p.rows is not None:
+                    torch.index_select(p.rows, 0, body, out=dst[0, : mb * bs].view(mb, -1))
+                else:
+                    dst[:, : mb * bs].view(p.k, mb, bs, *feat).copy_(p.blocks.index_select(0, body).movedim(1, 0))
+            if tb:
+                if p.flat is not None:
+                    torch.index_select(p.flat, 0, tail, out=dst[0, mb * bs:])
+                else:
+                    dst[:, mb * bs:].view(p.k, tb, *feat).copy_(p.blocks[tail // bs, :, tail % bs].movedim(1, 0))
+
+
+def _put(target: Any, ids: Any, new: Any, ok: Any) -> None:
+    """``target[ids] = new``, or (``ok`` False on the device) the rows' own bytes back."""
+    import torch
+
+    if ok is not None:
+        new = torch.where(ok, new, target.index_select(0, ids))
+    target.index_copy_(0, ids, new)
+
+
+def _scatter_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, src: Any, ok: Any) -> None:
+    import torch
+
+    bs, feat = cache.block_size, cache.feat
+    for li, planes in enumerate(cache.layers):
+        for p in planes:
+            rows = src[p.kv0: p.kv0 + p.k, li]
+            if mb:
+                if p.k == 1 and p.rows is not None:
+                    _put(p.rows, body, rows[0, : mb * bs].view(mb, -1), ok)
+                else:
+                    _put(p.blocks, body, rows[:, : mb * bs].view(p.k, mb, bs, *feat).movedim(1, 0), ok)
+            if tb:
+                if p.flat is not None:
+                    _put(p.flat, tail, rows[0, mb * bs:], ok)
+                else:
+                    blk, off = tail // bs, tail % bs
+                    new = rows[:, mb * bs:].view(p.k, tb, *feat).movedim(1, 0)
+                    if ok is not None:
+                        new = torch.where(ok, new, p.blocks[blk, :, off])
+                    p.blocks[blk, :, off] = new
+
+
+# -- CPU path -------------------------------------------------------------------------------------------------
+
+def _words(a: Any, b: Any) -> tuple[Any, Any]:
+    """Both views as 16- or 8-byte words when both allow it (a bit copy moves fewer, wider elements)."""
+    import torch
+
+    for word in (torch.complex128, torch.int64):
+        try:
+            return a.view(word), b.view(word)
+        except RuntimeError:  # storage offset or row size not a multiple of the word
+            continue
+    return a, b
+
+
+def _sub_rows(cache: KVCache, p: Plane) -> tuple[Any, int]:
+    """The plane's blocks as rows of R slots (R | BS, R * row bytes <= MAX_ROW_BYTES); cached per plane."""
+    memo = cache.__dict__.setdefault("_cpu_sub_rows", {})
+    key = id(p.blocks)
+    hit = memo.get(key)
+    if hit is None or hit[0] is not p.blocks:
+        bs, row_bytes = cache.block_size, cache.hidden * cache.dtype.itemsize * p.k
+        r = bs
+        while r > 1 and r * row_bytes > MAX_ROW_BYTES and r % 2 == 0:
+            r //= 2
+        hit = memo[key] = (p.blocks, p.rows.view(-1, r * cache.hidden), r)
+    return hit[1], hit[2]
+
+
+def _sub_ids(ids: Any, bs: int, r: int) -> Any:
+    import torch
+
+    if r == bs:
+        return ids
+    per = bs // r
+    return (ids[:, None] * per + torch.arange(per)).flatten()
+
+
+def _runs(ids: Any) -> list[tuple[int, int, int]]:
+    """``(position, first id, length)`` of each maximal run of consecutive ascending ids."""
+    n = int(ids.shape[0])
+    if n == 0:
+        return []
+    breaks = ((ids[1:] - ids[:-1]) != 1).nonzero().flatten().tolist()
+    starts = [0] + [b + 1 for b in breaks]
+    ends = starts[1:] + [n]
+    first = ids[starts].tolist() if len(starts) > 1 else [int(ids[0])]
+    return [(s, f, e - s) for s, f, e in zip(starts, first, ends)]
+
+
+def _cpu_gather(cache: KVCache, plan: Plan, outs: list) -> None:
+    import torch
+
+    bs, feat = plan.block_size, cache.feat
+    for seg in plan.segments:
+        obj = outs[seg.chunk]
+        if seg.tail:
+            slots = plan.tail[seg.offset: seg.offset + seg.length]
+        else:
+            ids = plan.body[seg.offset // bs: (seg.offset + seg.length) // bs]
+            runs = None
+        for li, planes in enumerate(cache.layers):
+            for p in planes:
+                dst = obj[p.kv0: p.kv0 + p.k, li, seg.local: seg.local + seg.length]  # [K, n, hidden]
+                if seg.tail:
+                    if p.flat is not None and dst[0].is_contiguous():
+                        src_w, dst_w = _words(p.flat, dst[0])
+                        torch.index_select(src_w, 0, slots, out=dst_w)
+                    else:
+                        got = p.blocks[slots // bs, :, slots % bs]  # [n, K, *feat]
+                        dst.view(p.k, seg.length, *feat).copy_(got.movedim(1, 0))
+                elif p.k == 1 and p.rows is not None and dst[0].is_contiguous():
+                    src_rows, r = _sub_rows(cache, p)
+                    src_w, dst_w = _words(src_rows, dst[0].view(-1, r * cache.hidden))
+                    torch.index_select(src_w, 0, _sub_ids(ids, bs, r), out=dst_w)
+                else:
+                    runs = runs if runs is not None else _runs(ids)
+                    blocks = dst.view(p.k, -1, bs, *feat).movedim(1, 0)  # [nb, K, BS, *feat]
+                    for j, b, n in runs:
+                        blocks[j: j + n].copy_(p.blocks[b: b + n])
+
+
+def _cpu_scatter(cache: KVCache, plan: Plan, srcs: list) -> None:
+    import torch
+
+    bs, feat = plan.block_size, cache.feat
+    for seg in plan.segments:
+        obj = srcs[seg.chunk]
+        if seg.tail:
+            slots = plan.tail[seg.offset: seg.offset + seg.length]
+        else:
+            ids = plan.body[seg.offset // bs: (seg.offset + seg.length) // bs]
+            runs = None
+        for li, planes in enumerate(cache.layers):
+            for p in planes:
+                src = obj[p.kv0: p.kv0 + p.k, li, seg.local: seg.local + seg.length]  # [K, n, hidden]
+                if seg.tail:
+                    if p.flat is not None and src[0].is_contiguous():
+                        dst_w, src_w = _words(p.flat, src[0])
+                        dst_w.index_copy_(0, slots, src_w)
+                    else:
+                        p.blocks[slots // bs, :, slots % bs] = src.view(p.k, seg.length, *feat).movedim(1, 0)
+                elif p.k == 1 and p.rows is not None and src[0].is_contiguous():
+                    dst_rows, r = _sub_rows(cache, p)
+                    dst_w, src_w = _words(dst_rows, src[0].view(-1, r * cache.hidden))
+                    dst_w.index_copy_(0, _sub_ids(ids, bs, r), src_w)
+                else:
+                    runs = runs if runs is not None else _runs(ids)
+                    blocks = src.view(p.k, -1, bs, *feat).movedim(1, 0)
+                    for j, b, n in runs:
+                        p.blocks[b: b + n].copy_(blocks[j: j + n])
