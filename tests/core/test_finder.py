@@ -1,14 +1,18 @@
 """hpu_shim.core.finder: every import form is redirected in scope, none outside it."""
 
 import importlib
+import importlib.abc
 import importlib.machinery
+import os
 import sys
 import threading
 
 import pytest
 import torch
 
+from _helpers import CUDA_PKG, REPO, clean_env, run_py
 from hpu_shim.core.proxy import CudaProxy, TorchProxy
+from hpu_shim.testing.results import run_child
 
 
 def _install(shim):
@@ -117,3 +121,129 @@ def test_modules_imported_after_uninstall_are_plain(shim):
     import lmcache
 
     assert lmcache.torch is torch and lmcache.AVAILABLE_AT_IMPORT is False
+
+
+# --- composition with other loaders and finders (issue 8: in-scope code never escapes silently) ---
+SITE = str(REPO / "sitecustomize")
+SHIM_ENV = {"PYTHONPATH": SITE, "HPU_SHIM": "1", "HPU_SHIM_BACKEND": "cpu"}
+
+SCOPED_TEST = '''
+import torch
+from hpu_shim.testing.results import emit
+
+
+def test_in_scope():
+    import hpu_shim
+    emit({"available": torch.cuda.is_available(), "device": str(torch.device("cuda:0")),
+          "loader": type(__loader__).__name__, "shimmed": __name__ in hpu_shim.status()["shimmed_modules"],
+          "not_redirected": hpu_shim.status()["not_redirected"]})
+    x = 1
+    assert x == 2
+'''
+
+
+@pytest.mark.parametrize("assert_mode", ["rewrite", "plain"])
+def test_pytest_loaded_test_modules_are_in_scope(tmp_path, assert_mode):
+    """pytest inserts its assertion rewriter at sys.meta_path[0] after sitecustomize installed the shim."""
+    pkg = tmp_path / "scopedtests"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "test_inscope.py").write_text(SCOPED_TEST)
+    env = clean_env(**{**SHIM_ENV, "PYTHONPATH": os.pathsep.join([SITE, str(REPO)])}, HPU_SHIM_SCOPE="scopedtests")
+    child = run_child([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--assert={assert_mode}",
+                       str(pkg)], env=env, cwd=tmp_path, timeout=300)
+    r = child.one()
+    assert r["available"] is True and r["device"] == "cpu" and r["shimmed"] is True, child.diagnostics()
+    assert child.returncode == 1  # the deliberate `assert x == 2` failed ...
+    if assert_mode == "rewrite":  # ... and pytest's own rewriting still explains it: the loaders composed
+        assert r["loader"] == "AssertionRewritingHook" and "assert 1 == 2" in child.stdout, child.diagnostics()
+        assert any("AssertionRewritingHook" in line for line in r["not_redirected"]), r
+    else:
+        assert r["loader"] == "SourceFileLoader" and r["not_redirected"] == []
+
+
+def test_python_m_runs_the_module_in_scope(pkgs):
+    (pkgs / "lmcache" / "tool.py").write_text(
+        "import torch\nfrom hpu_shim.testing.results import emit\n"
+        "if __name__ == '__main__':\n"
+        "    emit({'available': torch.cuda.is_available(), 'factory': str(torch.empty(1, device='cuda').device),\n"
+        "          'loader': type(__loader__).__name__})\n")
+    env = clean_env(**{**SHIM_ENV, "PYTHONPATH": os.pathsep.join([SITE, str(pkgs), str(REPO)])})
+    child = run_child([sys.executable, "-m", "lmcache.tool"], env=env, timeout=300)
+    assert child.returncode == 0, child.diagnostics()
+    assert child.one() == {"available": True, "factory": "cpu", "loader": "SourceFileLoader"}
+
+
+def _zip_package(tmp_path):
+    import zipfile
+
+    archive = tmp_path / "lmcache_pkg.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("lmcache/__init__.py", CUDA_PKG)
+    return archive
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_package_imported_from_a_zip(tmp_path, on):
+    archive = _zip_package(tmp_path)
+    proc = run_py("""
+        import hpu_shim, lmcache
+        from hpu_shim.testing.results import emit
+        emit({"available": lmcache.AVAILABLE_AT_IMPORT, "state": hpu_shim.status()["state"],
+              "loader": type(lmcache.__loader__).__name__})
+        if lmcache.AVAILABLE_AT_IMPORT:
+            emit({"factory": str(lmcache.factory().device), "to": str(lmcache.tensor_to(__import__("torch").ones(1)).device)})
+    """, path=[archive], env={"HPU_SHIM": "1" if on else "0", "HPU_SHIM_BACKEND": "cpu"})
+    first = proc.results[0]
+    assert first["loader"] == "zipimporter" and first["available"] is on
+    if on:  # the rewrite tier reached the zipped source too
+        assert proc.results[1] == {"factory": "cpu", "to": "cpu"}
+
+
+def test_pyc_only_module_is_named_once_at_warning(shim, pkgs, caplog):
+    import py_compile
+
+    src = pkgs / "lmcache" / "compiled.py"
+    src.write_text("import torch\ndef make():\n    return torch.empty(1, device='cuda')\n"
+                   "def avail():\n    return torch.cuda.is_available()\n")
+    py_compile.compile(str(src), cfile=str(pkgs / "lmcache" / "compiled.pyc"))
+    src.unlink()
+    shim.install(backend="cpu")
+    with caplog.at_level("WARNING", logger="hpu_shim"):
+        import lmcache.compiled
+    lines = [r.getMessage() for r in caplog.records if "lmcache.compiled" in r.getMessage()]
+    assert len(lines) == 1 and "no source (.pyc only)" in lines[0] and "device='cuda'" in lines[0], lines
+    assert lmcache.compiled.avail() is True  # torch.cuda.* is still redirected in it
+    st = shim.status()
+    assert any("lmcache.compiled" in line and "NOT redirected" in line for line in st["not_redirected"]), st
+    assert "lmcache.compiled" in st["tensor_cuda_class_patch"]
+
+
+def test_uninstall_during_an_in_scope_import_leaves_nothing(shim, pkgs):
+    (pkgs / "lmcache" / "selfremove.py").write_text("import hpu_shim\nhpu_shim.uninstall()\nimport torch\n")
+    shim.install(backend="cpu")
+    import builtins
+
+    import lmcache.selfremove as mod
+
+    assert mod.__builtins__ is builtins.__dict__ or mod.__builtins__ is builtins
+    assert mod.torch is torch
+    assert shim.status()["shimmed_modules"] == [] and shim.status()["state"] == "uninstalled"
+
+
+def test_finder_stays_first_when_others_insert_at_zero(shim):
+    class Other(importlib.abc.MetaPathFinder):
+        def find_spec(self, *args):
+            return None
+
+    shim.install(backend="cpu")
+    other = Other()
+    sys.meta_path.insert(0, other)
+    try:
+        assert type(sys.meta_path[0]).__name__ == "ScopedFinder" and sys.meta_path[1] is other
+        sys.meta_path[:] = [other, *[f for f in sys.meta_path if f is not other]]  # a snapshot restore
+        assert type(sys.meta_path[0]).__name__ == "ScopedFinder"
+    finally:
+        sys.meta_path.remove(other)
+    shim.uninstall()
+    assert type(sys.meta_path) is list
