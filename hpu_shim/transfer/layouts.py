@@ -13,6 +13,7 @@ flashinfer's ``[NB, 2, BS, H, D]``, vllm-gaudi's per-layer ``(K, V)`` of ``[NB, 
 (>= 0.11.2) or flat ``[NB*BS, H, D]`` (older raw tuples, scales ignored), MLA ``[NB, BS, D]`` or
 ``[NB*BS, D]``, and vLLM-CPU's ``[NB, H, BS, 2*D]`` (``cpu_attn.py``: per (block, head), BS K rows
 then BS V rows). Flat layouts carry no block size: it comes from the caller, else vllm-gaudi's 128.
+A 5-D tensor with NB == 2 reads as LMCache's ``[2, NB, ...]`` (the shapes cannot tell them apart).
 """
 
 from __future__ import annotations
