@@ -17,8 +17,8 @@ Fidelity decisions (each a section of docs/gaudi-semantics.md):
   device (CUDA raises there too); only advanced indexing (``aten::index``,
   ``aten::index_put_``: ``x[idx]``, ``x[idx] = v``) accepts host indices, because
   CUDA/XLA copy those indices to the device.
-* Pinned memory is unsupported on HPU (A5): pin requests raise instead of silently
-  returning unpinned memory.
+* Pinned memory and copies: every host<->device copy is counted with what it costs on Gaudi
+  (bounce buffer, host memcpy, blocking); ``_pinned`` keeps the pinned allocations.
 * Execution modes: lazy mode adds every op to the pending graph with the bridge's key (``_lazy``),
   device->host reads flush it; eager mode counts per-op compile keys.
 """
@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils._pytree import tree_map
 
-from . import _counters, _lazy, _ops
+from . import _counters, _lazy, _ops, _pinned
 from ._memory import TRACKER
 
 aten = torch.ops.aten
@@ -76,10 +76,6 @@ _COPY_ARGS: dict[str, tuple[int, int]] = {
 #: Conversions whose ``device`` argument may move data to the host (d2h).
 _TO_OPS = frozenset({"aten::_to_copy", "aten::to"})
 
-PIN_MEMORY_ERROR = (
-    "habana allocator doesn't support pinned memory (emulated HPU): pinning host memory "
-    "is unsupported on HPU (hpu_ecosystem.md A5); allocate with pin_memory=False"
-)
 
 
 class HPUTensor(torch.Tensor):
@@ -183,9 +179,7 @@ class HPUStorage:
     def cpu(self) -> torch.UntypedStorage:
         out = torch.UntypedStorage(self.nbytes())
         out.copy_(self._host)
-        _counters.bump("d2h_bytes", self.nbytes())
-        _counters.bump("d2h_copies")
-        _lazy.implicit_flush()
+        _d2h(None, self.nbytes(), True)
         return out
 
     def tolist(self):
@@ -332,28 +326,54 @@ def _mark_produced(out, index: int | None, epoch: int) -> None:
             t._lazy_node = (epoch, index)
 
 
-def _account_transfer(info: _OpInfo, args, out_on_hpu: bool) -> None:
-    """Count h2d/d2h copies and bytes; any read on the host flushes the lazy graph (A3)."""
-    d2h: int | None = None
+def _non_blocking(info: _OpInfo, args, kwargs) -> bool:
+    if "non_blocking" in kwargs:
+        return bool(kwargs["non_blocking"])
+    i = info.arg_names.index("non_blocking") if "non_blocking" in info.arg_names else None
+    return bool(args[i]) if i is not None and i < len(args) else False
+
+
+def _h2d(src: torch.Tensor) -> None:
+    """Count one host->device copy of ``src`` (docs/gaudi-semantics.md, Pinned memory and copies)."""
+    nbytes = _nbytes(src)
+    _counters.bump("h2d_bytes", nbytes)
+    _counters.bump("h2d_copies")
+    staged_is_src = src.is_contiguous()
+    if not staged_is_src:  # the bridge makes a strided host source contiguous on the host first
+        _counters.bump("host_memcpy_bytes", nbytes)
+    _pinned.account_h2d(src, nbytes, staged_is_src)
+
+
+def _d2h(dst: torch.Tensor | None, nbytes: int, blocking: bool) -> None:
+    """Count one device->host copy into ``dst`` (None: a fresh host buffer, never pinned)."""
+    _counters.bump("d2h_bytes", nbytes)
+    _counters.bump("d2h_copies")
+    if dst is None:
+        if blocking:
+            _counters.bump("blocking_d2h_copies")
+        _counters.bump("bounce_buffer_bytes", nbytes)
+        _counters.bump("host_memcpy_bytes", nbytes)
+    else:
+        _pinned.account_d2h(dst, nbytes, blocking)
+    _lazy.implicit_flush()
+
+
+def _account_transfer(info: _OpInfo, args, kwargs, out_on_hpu: bool, out) -> None:
+    """Count h2d/d2h copies, bytes and staging; any read on the host flushes the lazy graph."""
     if info.name in _COPY_ARGS:
         dst_i, src_i = _COPY_ARGS[info.name]
-        dst_dev, src_dev = isinstance(args[dst_i], HPUTensor), isinstance(args[src_i], HPUTensor)
-        if dst_dev and not src_dev:
-            _counters.bump("h2d_bytes", _nbytes(args[src_i]))
-            _counters.bump("h2d_copies")
-        elif src_dev and not dst_dev:
-            d2h = _nbytes(args[src_i])
+        dst, src = args[dst_i], args[src_i]
+        if isinstance(dst, HPUTensor) and not isinstance(src, HPUTensor):
+            _h2d(src)
+        elif isinstance(src, HPUTensor) and not isinstance(dst, HPUTensor):
+            _d2h(dst, _nbytes(src), not _non_blocking(info, args, kwargs))
     elif info.name in _TO_OPS and not out_on_hpu:
-        d2h = _nbytes(args[0])
+        _d2h(out if isinstance(out, torch.Tensor) else None, _nbytes(args[0]), not _non_blocking(info, args, kwargs))
     elif info.name in _HOST_READ_OPS:
         if not _HOST_READ_OPS[info.name]:
             _lazy.implicit_flush()  # a bool result reaches the host, no tensor copy
             return
-        d2h = args[0].element_size()
-    if d2h is not None:
-        _counters.bump("d2h_bytes", d2h)
-        _counters.bump("d2h_copies")
-        _lazy.implicit_flush()
+        _d2h(None, args[0].element_size(), True)
 
 
 def wrap(host: torch.Tensor) -> HPUTensor:
@@ -391,8 +411,6 @@ def dispatch(func, args, kwargs):
     if info.metadata:
         return func(*[a._host if isinstance(a, HPUTensor) else a for a in args], **kwargs)
     _check_devices(info, args, kwargs)
-    if kwargs.get("pin_memory"):
-        raise RuntimeError(PIN_MEMORY_ERROR)
 
     wrappers: dict[int, HPUTensor] = {}
     passthrough = set()
@@ -410,6 +428,8 @@ def dispatch(func, args, kwargs):
     host_args = list(tree_map(unwrap, tuple(args)))
     host_kwargs = tree_map(unwrap, dict(kwargs))
     out_on_hpu = _retarget_device(info, host_args, host_kwargs)
+    if out_on_hpu and kwargs.get("pin_memory"):
+        raise RuntimeError(_pinned.DEVICE_PIN_ERROR)
     if info.generator_index is not None:
         _use_hpu_generator(info.generator_index, host_args, host_kwargs)
 
@@ -418,7 +438,7 @@ def dispatch(func, args, kwargs):
     index = _note_op(info, args, kwargs, transfer)
     with torch._C._AutoDispatchBelowADInplaceOrView():
         out = func(*host_args, **host_kwargs)
-    _account_transfer(info, args, out_on_hpu)
+    _account_transfer(info, args, kwargs, out_on_hpu, out)
     if info.mutable:  # resize_ / out= may have grown a storage in place
         for w in wrappers.values():
             TRACKER.resized(w._host.untyped_storage())
@@ -477,7 +497,7 @@ def _use_hpu_generator(index: int, args: list, kwargs: dict) -> None:
 def _factory(make_host, device, pin_memory, nbytes: int, op, args: tuple, kwargs: dict):
     _hpu_device(device)
     if pin_memory:
-        raise RuntimeError(PIN_MEMORY_ERROR)
+        raise RuntimeError(_pinned.DEVICE_PIN_ERROR)
     TRACKER.check(nbytes)
     from . import _torch_hpu
     _torch_hpu.mark_initialized()
@@ -521,10 +541,6 @@ def _copy_from_and_resize(src, dst):
     return _copy_from(src, dst)
 
 
-def _refuse_pin(self, device=None):
-    raise RuntimeError(PIN_MEMORY_ERROR)
-
-
 _LIBS = []
 
 
@@ -542,10 +558,6 @@ def register() -> None:
         ("_copy_from_and_resize", _copy_from_and_resize),
     ):
         lib.impl(name, fn, "PrivateUse1")
-    # A5: the only accelerator in this process is HPU, which cannot pin host memory.
-    # `Tensor.pin_memory()` dispatches `_pin_memory` on CPU; it has no CPU kernel to
-    # override (it is CompositeExplicitAutograd), so this registration is warning-free.
-    lib.impl("_pin_memory", _refuse_pin, "CPU")
     _LIBS.append(lib)
     # torch.load(weights_only=True) must accept hpu tensors saved via __reduce_ex__.
     torch.serialization.add_safe_globals([_rebuild_on_hpu])

@@ -87,7 +87,7 @@ def install_emulator(*, memory_limit: int | None = None, profile: str | None = N
         import torch.utils.backend_registration as registration
 
         _refuse_foreign_hpu(torch)
-        from . import _device, _torch_hpu
+        from . import _device, _pinned, _torch_hpu
 
         TRACKER.limit = int(memory_limit) if memory_limit is not None else limit_from_env()
         _profile.configure(os.environ, settings.profile.name)
@@ -95,6 +95,7 @@ def install_emulator(*, memory_limit: int | None = None, profile: str | None = N
         torch_hpu = _torch_hpu.build_module()
         registration._setup_privateuseone_for_python_backend(rename="hpu", backend_module=torch_hpu)
         _device.register()
+        _pinned.register(settings.profile.pinned_allocator, settings.profile.name)
         _habana.install(torch_hpu)
         os.environ[ENV_FLAG] = "1"  # spawned children re-create the emulator (sitecustomize)
         if profile is not None:

@@ -8,8 +8,6 @@ aliasing, factories) are in test_tensors.py.
 import pytest
 import torch
 
-import hpu_shim.testing as hpu_testing
-
 
 @pytest.mark.parametrize("make", [
     lambda: torch.zeros(2, device="hpu:1"),

@@ -212,19 +212,6 @@ def test_autograd_on_hpu(emulated_hpu):
     assert torch.equal(w.grad.cpu(), torch.arange(3.0))
 
 
-def test_pinned_memory_is_unsupported(emulated_hpu):
-    with pytest.raises(RuntimeError, match="pinned memory"):
-        torch.arange(4).pin_memory()
-    with pytest.raises(RuntimeError, match="pinned memory"):
-        torch.empty(4, device="hpu", pin_memory=True)
-    # Factory pinning fails inside torch's PrivateUse1 hooks (no pinned allocator);
-    # torch raises NotImplementedError, a RuntimeError subclass: never a silent success.
-    with pytest.raises(RuntimeError):
-        torch.empty(4, pin_memory=True)
-    assert not torch.arange(4).is_pinned()
-    assert not torch.ones(2, device="hpu").is_pinned()
-
-
 def test_second_device_index_rejected(emulated_hpu):
     with pytest.raises(RuntimeError, match="one device per process"):
         torch.zeros(2, device="hpu:1")
