@@ -10,6 +10,8 @@ to ``install()`` win, re-installing if the shim is already on. See ``docs/archit
 
 from __future__ import annotations
 
+import _imp
+import contextlib
 import logging
 import os
 import sys
@@ -51,6 +53,18 @@ class Runtime:
     compat = property(lambda self: self.session.compat if self.session else None)
     hook_enabled = property(lambda self: self.installed)
 
+    @contextlib.contextmanager
+    def locked(self):
+        """The import lock, then the runtime lock: the order find_spec (which runs under the import
+        lock) takes them in, so resolving outside an import (late install) can never deadlock with it,
+        and no thread can import an in-scope module while a session is being built."""
+        _imp.acquire_lock()
+        try:
+            with self.lock:
+                yield
+        finally:
+            _imp.release_lock()
+
     @property
     def active(self) -> bool:
         red = self.session.redirector if self.session else None
@@ -60,7 +74,7 @@ class Runtime:
     def install(self, scope: Any = None, backend: str | None = None, strict: bool | None = None,
                 *, _source: str = "api") -> dict:
         config = _config.load(scope=scope, backend=backend, strict=strict)
-        with self.lock:
+        with self.locked():
             if self.installed:
                 given = {f: v for f, v in (("scope", scope), ("backend", backend), ("strict", strict)) if v is not None}
                 if all(getattr(config, f) == getattr(self.config, f) for f in given):
@@ -84,7 +98,7 @@ class Runtime:
             return self.status()
 
     def uninstall(self) -> dict:
-        with self.lock:
+        with self.locked():
             if not self.installed:
                 return self.status()
             sys.meta_path = [f for f in sys.meta_path if f is not self.finder]
@@ -112,7 +126,7 @@ class Runtime:
     # ---- HookHost: what the import hook asks -------------------------------------------------------
     def ensure_backend(self) -> Any:
         if self.session is None and self.installed and not getattr(self._resolving, "on", False):
-            with self.lock:
+            with self.locked():
                 if self.session is None and self.installed:
                     self._resolving.on = True
                     try:
@@ -141,7 +155,7 @@ class Runtime:
         """Patch ``Tensor.cuda`` on the class, once: in-scope code runs without the rewrite tier
         (late modules, no source, another library's loader). Until then out-of-scope calls cost nothing."""
         ctx = self.ensure_backend()
-        with self.lock:
+        with self.locked():
             if ctx is not None and not self.patches.is_patched(sys.modules["torch"].Tensor, "cuda"):
                 tensor_patch.patch_tensor_cuda(ctx, self.patches)
                 self.tensor_patch_reason = reason

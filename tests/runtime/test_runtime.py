@@ -1,4 +1,5 @@
-"""hpu_shim.runtime.runtime: idempotent install/uninstall, env export, late install, the order matrix."""
+"""hpu_shim.runtime.runtime: idempotent install/uninstall, explicit arguments, lazy and race-free
+backend resolution, and the order matrix of import/install/uninstall."""
 
 import itertools
 import os
@@ -8,7 +9,8 @@ import warnings
 import pytest
 import torch
 
-from hpu_shim.runtime.runtime import LateInstallWarning, bootstrap_dir
+from _helpers import REPO, run_py
+from hpu_shim.runtime.runtime import LateInstallWarning
 from hpu_shim.core.proxy import TorchProxy
 
 
@@ -36,8 +38,6 @@ def test_explicit_arguments_win_and_same_arguments_are_silent(shim, caplog):
 
 
 def test_install_after_import_uses_its_arguments():
-    from _helpers import run_py
-
     proc = run_py("""
         import logging, hpu_shim
         logging.basicConfig(level=logging.WARNING)
@@ -63,40 +63,6 @@ def test_first_original_wins():
     assert reg.get_original(Owner, "f") is original
     reg.restore_all()
     assert Owner.__dict__["f"] is original and Owner().f() == "orig"
-
-
-def test_env_exported_and_restored(shim, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", "/somewhere")
-    monkeypatch.delenv("HPU_SHIM_SCOPE", raising=False)
-    shim.install(backend="cpu")
-    assert os.environ["HPU_SHIM"] == "1" and os.environ["HPU_SHIM_BACKEND"] == "cpu"
-    assert os.environ["HPU_SHIM_SCOPE"] == "lmcache"
-    assert os.environ["PYTHONPATH"].split(os.pathsep) == [bootstrap_dir(), "/somewhere"]
-    assert os.path.isfile(os.path.join(bootstrap_dir(), "sitecustomize.py"))
-    shim.uninstall()
-    assert os.environ["PYTHONPATH"] == "/somewhere" and os.environ["HPU_SHIM"] == "0"
-    assert "HPU_SHIM_SCOPE" not in os.environ
-
-
-def test_late_install_warns_retrofits_and_undoes(shim):
-    import lmcache
-    import otherpkg
-
-    assert lmcache.torch is torch
-    with pytest.warns(LateInstallWarning) as rec:
-        shim.install(backend="cpu")
-    msg = str(rec[0].message)
-    assert "lmcache" in msg and "lmcache.sub" not in msg and "otherpkg" not in msg
-    assert "NOT redirected" in msg and ".to('cuda')" in msg
-    st = shim.status()
-    assert st["late_modules"] == ["lmcache"]
-    assert "lmcache.torch (retrofit)" in st["patched_attributes"]
-    assert "lmcache.Stream (retrofit)" in st["patched_attributes"]
-    assert "torch.Tensor.cuda (inherited)" in st["patched_attributes"]  # lmcache's code was never rewritten
-    assert isinstance(lmcache.torch, TorchProxy) and lmcache.current_device() == 0
-    assert otherpkg.torch is torch
-    shim.uninstall()
-    assert lmcache.torch is torch and lmcache.Stream is torch.cuda.Stream and lmcache.cuda is torch.cuda
 
 
 # --- the permutation matrix of import / install / uninstall orders (ddtrace's PatchTestCase idea) ---
@@ -136,3 +102,72 @@ def test_order_matrix(shim, sequence):
         assert not any(type(f).__name__ == "ScopedFinder" for f in sys.meta_path)
     # `import` while active means the module was shimmed before its code ran:
     assert lmcache.AVAILABLE_AT_IMPORT is imported_while_active
+
+
+SITE = str(REPO / "sitecustomize")
+
+
+def test_no_import_runs_unshimmed_while_the_session_is_built(pkgs):
+    """Resolution outside an import (a late install; here ensure_backend() on thread A) is paused half-way,
+    right where the compat profile is chosen; thread B imports an in-scope module meanwhile. B must wait
+    for the whole session, never run with the real torch.cuda (the sitecustomize case: torch not imported)."""
+    (pkgs / "lmcache" / "race.py").write_text("import torch\nX = torch.cuda.is_available()\n")
+    proc = run_py("""
+        import sys, threading, time
+        import hpu_shim.compat as compat
+        from hpu_shim.runtime.runtime import RUNTIME
+        from hpu_shim.testing.results import emit
+        assert "torch" not in sys.modules and RUNTIME.installed
+        name = "select" if hasattr(compat, "select") else "activate"
+        original, paused, release = getattr(compat, name), threading.Event(), threading.Event()
+        def pausing(*args, **kwargs):
+            paused.set()
+            assert release.wait(240)
+            return original(*args, **kwargs)
+        setattr(compat, name, pausing)
+        a = threading.Thread(target=RUNTIME.ensure_backend)
+        a.start()
+        assert paused.wait(240)
+        seen = {}
+        b = threading.Thread(target=lambda: seen.update(X=__import__("lmcache.race").race.X))
+        b.start()
+        def importing(thread):  # B is inside the import machinery for lmcache.race
+            frame = sys._current_frames().get(thread.ident)
+            while frame is not None:
+                if frame.f_code.co_filename == "<frozen importlib._bootstrap>":
+                    return True
+                frame = frame.f_back
+            return False
+        deadline = time.monotonic() + 240
+        while b.is_alive() and not importing(b) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        a.join(240); b.join(240)
+        emit({"X": seen.get("X"), "shimmed": "lmcache.race" in RUNTIME.status()["shimmed_modules"]})
+    """, path=[pkgs], env={"PYTHONPATH": SITE, "HPU_SHIM": "1", "HPU_SHIM_BACKEND": "cpu"})
+    assert proc.results == [{"X": True, "shimmed": True}], proc.stderr
+
+
+def test_bootstrap_with_backend_hpu_stays_lazy():
+    """HPU_SHIM_BACKEND=hpu on a host without an HPU: start-up imports no torch and logs nothing;
+    the first in-scope import says clearly why it cannot run."""
+    proc = run_py("""
+        import sys
+        from hpu_shim.testing.results import emit
+        import hpu_shim
+        emit({"torch": "torch" in sys.modules, "state": hpu_shim.status()["state"]})
+    """, env={"PYTHONPATH": SITE, "HPU_SHIM": "1", "HPU_SHIM_BACKEND": "hpu"})
+    assert proc.results == [{"torch": False, "state": "pending"}], proc.stderr
+    assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_backend_hpu_without_an_hpu_fails_the_in_scope_import_clearly(pkgs):
+    proc = run_py("""
+        from hpu_shim.testing.results import emit
+        try:
+            import lmcache
+        except Exception as exc:
+            emit({"error": type(exc).__name__, "message": str(exc)})
+    """, path=[pkgs], env={"PYTHONPATH": SITE, "HPU_SHIM": "1", "HPU_SHIM_BACKEND": "hpu"})
+    (r,) = proc.results
+    assert r["error"] == "BackendUnavailable" and "HPU_SHIM_BACKEND=hpu requires an HPU" in r["message"]
