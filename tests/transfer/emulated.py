@@ -123,6 +123,28 @@ def negative_control() -> list:
         kernels.device_plan = real
 
 
+def rounds() -> dict:
+    """A call larger than the staging bound moves in rounds of whole chunks, still exact; nothing above it is kept."""
+    from hpu_shim.transfer import kernels, staging
+
+    case = _kv.Case("kv", "bfloat16", 16, 40, 2, 8, 2, "vllm", 512, 0, 64, (), 14)
+    old = staging.LIMIT
+    staging.set_limit(48 * 1024)  # a 64-token chunk stages 16 KiB here (2 x 2 layers x 64 x 16 x 2 bytes)
+    try:
+        starts, ends = case.chunks()
+        cache = transfer.kv_cache(case.cache("hpu"))
+        sm = case.slot_mapping().to("hpu")
+        planned = len(kernels._rounds(cache, transfer.validate(cache, sm, starts, ends), list(starts)))
+        outs = [torch.zeros(2, 2, 64, cache.hidden, dtype=torch.bfloat16) for _ in starts]
+        with testing.count() as c:
+            transfer.store(cache, sm, starts, ends, outs)
+        problems = _kv.roundtrip(case, "hpu")
+        return {"problems": problems, "rounds": planned, "blocking_d2h": c.blocking_d2h_copies,
+                "retained": staging.retained_bytes(), "limit": staging.LIMIT}
+    finally:
+        staging.set_limit(old)
+
+
 def run_all(n: int) -> dict:
     count, failures = property_cases(n)
     return {
@@ -132,5 +154,6 @@ def run_all(n: int) -> dict:
         "fallback": fallback(),
         "range_error": range_error(),
         "negative_control": negative_control(),
+        "rounds": rounds(),
         "lazy": testing.is_lazy(),
     }
