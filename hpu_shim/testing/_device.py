@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils._pytree import tree_map
 
-from . import _counters, _lazy, _ops, _pinned
+from . import _counters, _dtypes, _lazy, _ops, _pinned
 from ._memory import TRACKER
 
 aten = torch.ops.aten
@@ -179,7 +179,7 @@ class HPUStorage:
     def cpu(self) -> torch.UntypedStorage:
         out = torch.UntypedStorage(self.nbytes())
         out.copy_(self._host)
-        _d2h(None, self.nbytes(), True)
+        _d2h(None, None, self.nbytes(), True)
         return out
 
     def tolist(self):
@@ -208,6 +208,7 @@ class _OpInfo(NamedTuple):
     view: bool                # returns an alias of an input and writes nothing (no kernel runs)
     row: _ops.OpRow | None  # its line in the bridge's op list for this mode; None: no HPU kernel
     scalar_inputs: tuple[int, ...]  # args that are graph inputs when a number: scalar_ids + wrapped numbers
+    written: tuple[int, ...]  # positions of arguments the op writes (in-place self, out=)
 
 
 _OP_INFO: dict[Any, _OpInfo] = {}
@@ -228,8 +229,10 @@ def _op_info(func) -> _OpInfo:
         # the bridge copies to the device as a graph input.
         wrapped = {i for i, a in enumerate(schema.arguments) if isinstance(a.type, torch.TensorType)}
         scalar_inputs = tuple(sorted(wrapped | set(_ops.scalar_input_positions(row))))
+        written = tuple(i for i, a in enumerate(schema.arguments)
+                        if a.alias_info is not None and a.alias_info.is_write)
         info = _OpInfo(schema.name, str(func), names, schema.is_mutable, gen, dev,
-                       schema.name in _METADATA_OPS, host_ok, view, row, scalar_inputs)
+                       schema.name in _METADATA_OPS, host_ok, view, row, scalar_inputs, written)
         _OP_INFO[func] = info
     return info
 
@@ -335,26 +338,28 @@ def _non_blocking(info: _OpInfo, args, kwargs) -> bool:
 
 def _h2d(src: torch.Tensor) -> None:
     """Count one host->device copy of ``src`` (docs/gaudi-semantics.md, Pinned memory and copies)."""
-    nbytes = _nbytes(src)
-    _counters.bump("h2d_bytes", nbytes)
+    _counters.bump("h2d_bytes", _nbytes(src))
     _counters.bump("h2d_copies")
-    staged_is_src = src.is_contiguous()
-    if not staged_is_src:  # the bridge makes a strided host source contiguous on the host first
-        _counters.bump("host_memcpy_bytes", nbytes)
-    _pinned.account_h2d(src, nbytes, staged_is_src)
+    staged, staged_is_src = _dtypes.h2d(src)  # a host cast makes a new (unpinned) host tensor
+    if staged_is_src and not src.is_contiguous():  # the bridge makes a strided source contiguous first
+        _counters.bump("host_memcpy_bytes", staged)
+        staged_is_src = False
+    _pinned.account_h2d(src, staged, staged_is_src)
 
 
-def _d2h(dst: torch.Tensor | None, nbytes: int, blocking: bool) -> None:
-    """Count one device->host copy into ``dst`` (None: a fresh host buffer, never pinned)."""
+def _d2h(src: torch.Tensor | None, dst: torch.Tensor | None, nbytes: int, blocking: bool) -> None:
+    """Count one device->host copy of ``src`` into ``dst`` (None: a fresh host buffer, never pinned)."""
     _counters.bump("d2h_bytes", nbytes)
     _counters.bump("d2h_copies")
+    staged, forced = _dtypes.d2h(src) if src is not None else (nbytes, False)
+    blocking = blocking or forced
     if dst is None:
         if blocking:
             _counters.bump("blocking_d2h_copies")
-        _counters.bump("bounce_buffer_bytes", nbytes)
-        _counters.bump("host_memcpy_bytes", nbytes)
+        _counters.bump("bounce_buffer_bytes", staged)
+        _counters.bump("host_memcpy_bytes", staged)
     else:
-        _pinned.account_d2h(dst, nbytes, blocking)
+        _pinned.account_d2h(dst, staged, blocking)
     _lazy.implicit_flush()
 
 
@@ -366,14 +371,17 @@ def _account_transfer(info: _OpInfo, args, kwargs, out_on_hpu: bool, out) -> Non
         if isinstance(dst, HPUTensor) and not isinstance(src, HPUTensor):
             _h2d(src)
         elif isinstance(src, HPUTensor) and not isinstance(dst, HPUTensor):
-            _d2h(dst, _nbytes(src), not _non_blocking(info, args, kwargs))
+            _d2h(src, dst, _nbytes(src), not _non_blocking(info, args, kwargs))
+            _dtypes.after_d2h(src, dst)
     elif info.name in _TO_OPS and not out_on_hpu:
-        _d2h(out if isinstance(out, torch.Tensor) else None, _nbytes(args[0]), not _non_blocking(info, args, kwargs))
+        dst = out if isinstance(out, torch.Tensor) else None
+        _d2h(args[0], dst, _nbytes(args[0]), not _non_blocking(info, args, kwargs))
+        _dtypes.after_d2h(args[0], dst)
     elif info.name in _HOST_READ_OPS:
         if not _HOST_READ_OPS[info.name]:
             _lazy.implicit_flush()  # a bool result reaches the host, no tensor copy
             return
-        _d2h(None, args[0].element_size(), True)
+        _d2h(None, None, args[0].element_size(), True)
 
 
 def wrap(host: torch.Tensor) -> HPUTensor:
@@ -434,6 +442,10 @@ def dispatch(func, args, kwargs):
         _use_hpu_generator(info.generator_index, host_args, host_kwargs)
 
     transfer = info.host_ok is _ALL and (not out_on_hpu or bool(passthrough))
+    if transfer and info.name in _COPY_ARGS:  # the bridge checks a host cast before it copies
+        dst, src = (args[i] for i in _COPY_ARGS[info.name])
+        if isinstance(dst, HPUTensor) and not isinstance(src, HPUTensor):
+            _dtypes.check_h2d(src)
     epoch = _counters.graph_epoch()
     index = _note_op(info, args, kwargs, transfer)
     with torch._C._AutoDispatchBelowADInplaceOrView():
@@ -457,8 +469,22 @@ def dispatch(func, args, kwargs):
         return wrap(x)
 
     result = tree_map(rewrap, out)
+    if out_on_hpu and not info.view:
+        _after_device_write(info, args, result)
     _mark_produced(result, index, epoch)
     return result
+
+
+def _after_device_write(info: _OpInfo, args, result) -> None:
+    """Apply the device's storage dtype to every hpu tensor the op wrote (docs/gaudi-semantics.md, int64)."""
+    written = [t for t in (result if isinstance(result, (list, tuple)) else (result,)) if isinstance(t, HPUTensor)]
+    if info.mutable:
+        written += [args[i] for i in info.written if i < len(args) and isinstance(args[i], HPUTensor)]
+    seen = set()
+    for t in written:
+        if id(t) not in seen:
+            seen.add(id(t))
+            _dtypes.after_op(t._host)
 
 
 def _retarget_device(info: _OpInfo, host_args: list, host_kwargs: dict) -> bool:
