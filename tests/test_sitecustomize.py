@@ -2,6 +2,8 @@
 
 import textwrap
 
+import pytest
+
 from _helpers import REPO, run_py
 
 SITE = str(REPO / "sitecustomize")
@@ -49,6 +51,8 @@ def test_failing_user_sitecustomize_does_not_crash(tmp_path):
     proc = run_py("import sitecustomize; print('ALIVE', sitecustomize.loaded)",
                   env={"PYTHONPATH": f"{SITE}:{user}", "HPU_SHIM": "1", "HPU_SHIM_BACKEND": "cpu"})
     assert "ALIVE True" in proc.stdout and "user bug" in proc.stderr
+    # the shim is on: the log must not say it stays idle
+    assert "stays idle" not in proc.stderr and "hpu_shim is unaffected (installed)" in proc.stderr, proc.stderr
 
 
 def test_python_S_disables_it():
@@ -86,3 +90,22 @@ def test_spawn_child_is_shimmed(pkgs, tmp_path):
     proc = run_py(f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')", path=[pkgs],
                   env={"HPU_SHIM": "0"})
     assert "CHILD ('active', 'cpu', True)" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_bootstrap_errors_leave_the_applications_logging_alone():
+    """The error path used logging.basicConfig(), so the application's own basicConfig did nothing."""
+    proc = run_py("""
+        import logging
+        logging.basicConfig(level=logging.INFO, format="APP %(levelname)s %(message)s")
+        logging.getLogger("app").info("configured")
+    """, env={"PYTHONPATH": SITE, "HPU_SHIM": "yes"})
+    assert "APP INFO configured" in proc.stderr, proc.stderr
+    assert "HPU_SHIM='yes' is not valid" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "2"])
+def test_bad_fake_hpu_is_named_not_ignored(value):
+    proc = run_py("import sitecustomize, sys; print('ALIVE', sitecustomize.loaded, 'torch' in sys.modules)",
+                  env={"PYTHONPATH": SITE, "HPU_SHIM": "1", "HPU_SHIM_BACKEND": "cpu", "HPU_SHIM_FAKE_HPU": value})
+    assert "ALIVE False False" in proc.stdout
+    assert f"HPU_SHIM_FAKE_HPU={value!r} is not valid; accepted values: 0 or 1" in proc.stderr, proc.stderr

@@ -53,6 +53,9 @@ BAD = [
     ("HPU_SHIM_REMOTE_TIMEOUT", "-1", "seconds > 0"),
     ("HPU_SHIM_REMOTE_TIMEOUT", "nan", "seconds > 0"),
     ("HPU_SHIM_REMOTE_TIMEOUT", "5s", "seconds > 0"),
+    ("HPU_SHIM_FAKE_HPU", "true", "0 or 1"),
+    ("HPU_SHIM_SCOPE", "torch", "never in scope"),
+    ("HPU_SHIM_SCOPE", "lmcache,os", "never in scope"),
 ]
 
 
@@ -98,3 +101,31 @@ def test_bad_install_arguments():
     with pytest.raises(ShimConfigError, match="package names"):
         hpu_shim.install(scope="lmcache.v1")
     assert hpu_shim.status()["installed"] is False
+
+
+@pytest.mark.parametrize("scope", ["torch", "hpu_shim", "habana_frameworks", "json", "lmcache,collections"])
+def test_scope_never_covers_torch_the_shim_or_the_standard_library(scope):
+    with pytest.raises(ShimConfigError, match="never in scope"):
+        _config.load({"HPU_SHIM_SCOPE": scope})
+    with pytest.raises(ShimConfigError, match="never in scope"):
+        _config.load({}, scope=scope.split(","))
+
+
+@pytest.mark.parametrize("value", ["true", "yes", "2"])
+def test_fake_hpu_is_validated(value):
+    with pytest.raises(ShimConfigError, match="HPU_SHIM_FAKE_HPU=.* accepted values: 0 or 1"):
+        _config.load({"HPU_SHIM_FAKE_HPU": value})
+
+
+def test_long_values_are_shortened_in_messages():
+    with pytest.raises(ShimConfigError) as err:
+        _config.load({"HPU_SHIM_BACKEND": "x" * 100000})
+    msg = str(err.value)
+    assert len(msg) < 400 and "100000 characters" in msg and "auto, hpu, cpu" in msg
+
+
+def test_report_path_is_absolute_when_parsed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _config.load({"HPU_SHIM_REPORT": "r.jsonl"}).report_path == str(tmp_path / "r.jsonl")
+    with pytest.raises(ShimConfigError, match="directory"):
+        _config.load({"HPU_SHIM_REPORT": str(tmp_path)})

@@ -49,22 +49,6 @@ def test_install_after_import_uses_its_arguments():
     assert "WARNING" not in proc.stderr, proc.stderr
 
 
-def test_first_original_wins():
-    from hpu_shim.core.patches import PatchRegistry
-
-    class Owner:
-        def f(self):
-            return "orig"
-
-    reg = PatchRegistry()
-    original = Owner.__dict__["f"]
-    reg.patch(Owner, "f", lambda self: "one")
-    reg.patch(Owner, "f", lambda self: "two")
-    assert reg.get_original(Owner, "f") is original
-    reg.restore_all()
-    assert Owner.__dict__["f"] is original and Owner().f() == "orig"
-
-
 # --- the permutation matrix of import / install / uninstall orders (ddtrace's PatchTestCase idea) ---
 STEPS = ("install", "uninstall")
 SEQUENCES = sorted({
