@@ -46,9 +46,10 @@ def make_device(*args, **kwargs):
 
 
 def clean_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HPU_SHIM") and k not in ("PYTHONPATH",)}
-    env.update(extra)
-    return env
+    """This environment with the shim off and no PYTHONPATH (the runtime's one sanitiser), plus ``extra``."""
+    from hpu_shim.runtime.environment import clean
+
+    return clean(pythonpath=False, **extra)
 
 
 def run_py(code: str, *, path: list | tuple = (), env: dict | None = None, args: list | None = None,

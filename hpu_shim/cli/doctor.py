@@ -100,6 +100,19 @@ def diagnose() -> list[tuple[str, str, str]]:
     st = status()
     add("shim in this process", f"{st['state']} (backend={st['backend']}, shimmed modules={len(st['shimmed_modules'])})",
         "info")
+    # --- CORE (begin): what the shim cannot redirect, from disk and from this process's status() ---
+    try:
+        from .. import compat
+        from ..core.finder import scan
+
+        scope = _config.load(original_environ()).scope
+        profile = compat.select(scope)
+        stand_ins = set(profile.module_overrides) if profile is not None else set()
+        for line in dict.fromkeys([*scan(scope, exclude=stand_ins), *st["not_redirected"]]):
+            add("cannot be redirected", line, "warn")
+    except _config.ShimConfigError:
+        pass  # reported above
+    # --- CORE (end) ---
     return rows
 
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hpu_shim")
 
-__all__ = ["ScopedFinder", "FirstOnMetaPath", "PYC_TAG", "LOADER_KINDS", "run_main"]
+__all__ = ["ScopedFinder", "FirstOnMetaPath", "PYC_TAG", "LOADER_KINDS", "run_main", "scan"]
 
 PYC_TAG = f"hpushim{_rewrite.VERSION}"
 _MAGIC = importlib.util.MAGIC_NUMBER
@@ -57,9 +57,11 @@ LOADER_KINDS: dict[type, str] = {
     importlib.machinery.SourceFileLoader: "cached",
     zipimport.zipimporter: "source",
 }
+#: loader type -> (why the rewrite tier cannot reach it, what is therefore NOT redirected, class patch needed)
 _NOT_REWRITTEN = {
-    importlib.machinery.SourcelessFileLoader: "it has no source (.pyc only)",
-    importlib.machinery.ExtensionFileLoader: "it is an extension module (compiled code)",
+    importlib.machinery.SourcelessFileLoader: ("it has no source (.pyc only)", None, True),
+    importlib.machinery.ExtensionFileLoader: (
+        "it is a compiled extension module", "CUDA used from its compiled code is NOT redirected", False),
 }
 _MISSED = "device='cuda', .to('cuda') and pin_memory=True in it are NOT redirected (torch.cuda.* and " \
           "Tensor.cuda() still are)"
@@ -125,9 +127,50 @@ def _code_for(loader: Any, fullname: str) -> Any:
     return None
 
 
-def _why_not_rewritten(loader: Any) -> str:
-    why = _NOT_REWRITTEN.get(type(loader))
-    return why or f"it was loaded by {type(loader).__module__}.{type(loader).__qualname__}, not from a plain source file"
+def _not_rewritten(loader: Any) -> tuple[str, str, bool]:
+    """(why, what is missed, whether Python code in it needs the Tensor.cuda class patch)."""
+    why, missed, class_patch = _NOT_REWRITTEN.get(type(loader)) or (
+        f"it was loaded by {type(loader).__module__}.{type(loader).__qualname__}, not from a plain source file",
+        None, True)
+    return why, missed or _MISSED, class_patch
+
+
+def _note_not_rewritten(host: "HookHost", name: str, loader: Any) -> None:
+    why, missed, class_patch = _not_rewritten(loader)
+    host.not_redirected(name, f"{name}: {why}; {missed}")
+    if class_patch:
+        host.need_tensor_class_patch(f"{name}: {why}")
+
+
+def scan(packages: Any, exclude: Any = ()) -> list[str]:
+    """What the rewrite tier will not reach in the installed ``packages``, found on disk without
+    importing them (``doctor``): ``.pyc``-only modules and compiled extension modules."""
+    lines = []
+    for package in packages:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            spec = None
+        for root in (spec.submodule_search_locations or []) if spec is not None else []:
+            if not os.path.isdir(root):
+                continue
+            for folder, dirs, files in os.walk(root):
+                dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+                rel = os.path.relpath(folder, root)
+                prefix = package if rel == "." else ".".join([package, *rel.split(os.sep)])
+                for file in sorted(files):
+                    stem, ext = file.split(".", 1)[0], os.path.splitext(file)[1]
+                    name = f"{prefix}.{stem}" if stem != "__init__" else prefix
+                    if name in exclude:
+                        continue
+                    if ext == ".pyc" and not os.path.exists(os.path.join(folder, stem + ".py")):
+                        why, missed, _ = _NOT_REWRITTEN[importlib.machinery.SourcelessFileLoader]
+                    elif any(file.endswith(s) for s in importlib.machinery.EXTENSION_SUFFIXES):
+                        why, missed = _NOT_REWRITTEN[importlib.machinery.ExtensionFileLoader][:2]
+                    else:
+                        continue
+                    lines.append(f"{name}: {why}; {missed or _MISSED}")
+    return lines
 
 
 class _ShimLoader(importlib.abc.Loader):
@@ -159,8 +202,7 @@ class _ShimLoader(importlib.abc.Loader):
         try:
             code = _code_for(loader, name)
             if code is None:  # .cuda() calls in it need the class patch; device= cannot be reached
-                host.not_redirected(name, f"{name}: {_why_not_rewritten(loader)}; {_MISSED}")
-                host.need_tensor_class_patch(f"{name}: {_why_not_rewritten(loader)}")
+                _note_not_rewritten(host, name, loader)
                 loader.exec_module(module)
             else:
                 exec(code, namespace)
@@ -191,8 +233,7 @@ class _ShimLoader(importlib.abc.Loader):
         if ctx is not None:
             ctx.prepare(namespace)
             if code is None:
-                host.not_redirected(fullname, f"{fullname}: {_why_not_rewritten(loader)}; {_MISSED}")
-                host.need_tensor_class_patch(f"{fullname}: {_why_not_rewritten(loader)}")
+                _note_not_rewritten(host, fullname, loader)
             host.note_shimmed(f"{fullname} (as {namespace.get('__name__')})", None, ctx)
         exec(code if code is not None else loader.get_code(fullname), namespace)
 

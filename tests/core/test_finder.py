@@ -4,6 +4,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import os
+import subprocess
 import sys
 import threading
 
@@ -247,3 +248,24 @@ def test_finder_stays_first_when_others_insert_at_zero(shim):
         sys.meta_path.remove(other)
     shim.uninstall()
     assert type(sys.meta_path) is list
+
+
+def test_doctor_names_what_cannot_be_redirected(pkgs):
+    import py_compile
+
+    from hpu_shim.core.finder import scan
+
+    src = pkgs / "lmcache" / "compiled.py"
+    src.write_text("X = 1\n")
+    py_compile.compile(str(src), cfile=str(pkgs / "lmcache" / "compiled.pyc"))
+    src.unlink()
+    sys.path.insert(0, str(pkgs))
+    try:
+        lines = scan(["lmcache"])
+    finally:
+        sys.path.remove(str(pkgs))
+    assert lines == ["lmcache.compiled: it has no source (.pyc only); device='cuda', .to('cuda') and "
+                     "pin_memory=True in it are NOT redirected (torch.cuda.* and Tensor.cuda() still are)"]
+    proc = subprocess.run([sys.executable, "-m", "hpu_shim", "doctor"], capture_output=True, text=True, timeout=300,
+                          env=clean_env(PYTHONPATH=os.pathsep.join([str(pkgs), str(REPO)])))
+    assert "cannot be redirected   lmcache.compiled: it has no source (.pyc only)" in proc.stdout, proc.stdout
