@@ -386,6 +386,7 @@ def _account_transfer(info: _OpInfo, args, kwargs, out_on_hpu: bool, out) -> Non
 
 def wrap(host: torch.Tensor) -> HPUTensor:
     """Make the hpu wrapper for a host tensor and account its storage as device memory."""
+    _dtypes.check_device_dtype(host.dtype)
     TRACKER.track(host.untyped_storage())
     if torch.is_inference_mode_enabled():
         # Wrappers must not be inference tensors, or views of them fail
@@ -470,12 +471,12 @@ def dispatch(func, args, kwargs):
 
     result = tree_map(rewrap, out)
     if out_on_hpu and not info.view:
-        _after_device_write(info, args, result)
+        _after_device_write(info, args, result, count=not transfer)
     _mark_produced(result, index, epoch)
     return result
 
 
-def _after_device_write(info: _OpInfo, args, result) -> None:
+def _after_device_write(info: _OpInfo, args, result, count: bool) -> None:
     """Apply the device's storage dtype to every hpu tensor the op wrote (docs/gaudi-semantics.md, int64)."""
     written = [t for t in (result if isinstance(result, (list, tuple)) else (result,)) if isinstance(t, HPUTensor)]
     if info.mutable:
@@ -484,7 +485,7 @@ def _after_device_write(info: _OpInfo, args, result) -> None:
     for t in written:
         if id(t) not in seen:
             seen.add(id(t))
-            _dtypes.after_op(t._host)
+            _dtypes.after_op(t._host, count)
 
 
 def _retarget_device(info: _OpInfo, host_args: list, host_kwargs: dict) -> bool:
@@ -524,6 +525,8 @@ def _factory(make_host, device, pin_memory, nbytes: int, op, args: tuple, kwargs
     _hpu_device(device)
     if pin_memory:
         raise RuntimeError(_pinned.DEVICE_PIN_ERROR)
+    dtype = kwargs.get("dtype") or torch.get_default_dtype()
+    _dtypes.check_device_dtype(dtype)
     TRACKER.check(nbytes)
     from . import _torch_hpu
     _torch_hpu.mark_initialized()

@@ -7,6 +7,7 @@ validateDownCast), eager H2D casts without a check (habana_eager/ops/copy_from.c
 host; eager on Gaudi2+ is native int64 unless the flag says otherwise (common/eager/utils.cpp).
 """
 
+import pytest
 import torch
 
 import hpu_shim.testing as hpu_testing
@@ -14,6 +15,7 @@ import hpu_shim.testing as hpu_testing
 BIG = 2 ** 40
 
 INT64_CHILD = """
+import pytest
 import torch
 import hpu_shim.testing as T
 from hpu_shim.testing import results
@@ -75,3 +77,82 @@ def test_eager_default_is_native_int64(emulated_hpu):
         dev = src.to("hpu")
         assert torch.equal((dev + 1).cpu(), src + 1)
     assert c.int64_host_casts == 0 and c.int64_host_cast_bytes == 0
+
+
+FLOAT64_CHILD = """
+import pytest
+import torch
+import hpu_shim.testing as T
+from hpu_shim.testing import results
+emu = T.install_emulator()
+out = {"lazy": emu.lazy}
+src = torch.tensor([0.1, 1 / 3, 1e-50, float("inf")], dtype=torch.float64)
+with T.count() as c:
+    dev = src.to("hpu")
+    back = dev.cpu()
+out["roundtrip"] = [back.tolist(), str(dev.dtype), str(back.dtype), c.as_dict()]
+with T.count() as c:
+    y = (dev * 3).sum()
+out["op"] = [str(y.dtype), y.item(), c.float64_downcasts]
+try:
+    dev[:1].copy_(torch.tensor([1e300], dtype=torch.float64))
+    out["overflow"] = dev[:1].cpu().tolist()
+except RuntimeError as e:
+    out["overflow"] = str(e)
+results.emit(out)
+"""
+
+
+def test_lazy_float64_is_float32_and_range_checked(run_py):
+    out = run_py(FLOAT64_CHILD, env={"PT_HPU_LAZY_MODE": "1"}).results[0]
+    values, dev_dtype, back_dtype, c = out["roundtrip"]
+    assert dev_dtype == back_dtype == "torch.float64"  # torch keeps reporting float64
+    f32 = torch.tensor([0.1, 1 / 3, 1e-50, float("inf")], dtype=torch.float64).float().double().tolist()
+    assert values == f32 and values[0] != 0.1 and values[2] == 0.0  # float32 precision and range
+    assert c["float64_downcasts"] == 1 and c["bounce_buffer_bytes"] == 2 * 16  # float32 bytes each way
+    dtype, _value, downcasts = out["op"]
+    assert dtype == "torch.float64" and downcasts >= 2  # every op writing float64 rounds to float32
+    assert "Error when trying to cast Double to Float" in out["overflow"]
+
+
+def test_eager_float64_overflow_becomes_inf_silently(emulated_hpu):
+    with hpu_testing.count() as c:
+        dev = torch.tensor([1e300, 0.1], dtype=torch.float64).to("hpu")
+        back = dev.cpu()
+    assert back.dtype == torch.float64 and back[0] == float("inf")
+    assert back[1].item() == torch.tensor(0.1).item()  # float32 0.1, widened
+    assert c.float64_downcasts == 1 and c.blocking_d2h_copies == 1
+
+
+def test_float64_free_code_counts_no_downcast(emulated_hpu):
+    with hpu_testing.count() as c:
+        x = torch.arange(8, dtype=torch.float32).to("hpu")
+        (x * 2).sum().item()
+        torch.zeros(4, dtype=torch.bfloat16, device="hpu").cpu()
+    assert c.float64_downcasts == 0
+
+
+def test_float64_factories_and_ops_are_counted(emulated_hpu):
+    with hpu_testing.count() as c:
+        z = torch.full((3,), 0.1, dtype=torch.float64, device="hpu")
+    assert c.float64_downcasts >= 1 and z.cpu()[0].item() == torch.tensor(0.1).item()
+    with hpu_testing.count() as c:
+        torch.ones(3, device="hpu").double()
+    assert c.float64_downcasts >= 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.zeros(2, dtype=torch.complex64, device="hpu"),
+    lambda: torch.ones(2, dtype=torch.complex128).to("hpu"),
+    lambda: torch.empty(2, dtype=torch.cfloat, device="hpu"),
+], ids=["factory", "h2d", "empty"])
+def test_complex_cannot_live_on_the_hpu(emulated_hpu, make):
+    with pytest.raises(RuntimeError, match="Complex datatype is not supported on HPU device"):
+        make()
+
+
+def test_dtypes_outside_the_bridge_list_are_refused(emulated_hpu):
+    with pytest.raises(RuntimeError, match="torch.uint16 is not supported on HPU device"):
+        torch.zeros(2, dtype=torch.uint16, device="hpu")
+    for dtype in (torch.uint8, torch.bool, torch.bfloat16, torch.float16, torch.float8_e4m3fn):
+        assert torch.empty(2, dtype=dtype, device="hpu").dtype == dtype
