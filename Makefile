@@ -50,21 +50,27 @@ matrix: setup vllm
 	bash .ci/lmcache-envs.sh $(PY) $(ENVS) $(LMCACHE_ALL_VERSIONS)
 	$(PY) -m hpu_shim.testing.matrix --envs $(ENVS) $(LMCACHE_ALL_VERSIONS)
 
-# vLLM TTFT, miss vs hit: a ~390 MB random-weight Llama made offline, a 3000-token prompt, LMCache 0.5.6
-# through the shim on vLLM's CPU build. Writes bench-out/ttft.json (read by `make bench`, figure P6).
+# vLLM TTFT, miss vs hit: a ~390 MB random-weight Llama made offline (max length 16K), LMCache 0.5.6 through
+# the shim on vLLM's CPU build, a 3000-token and an 8K-token prompt (the model's max length raised to fit).
+# Writes bench-out/ttft-<tokens>.json, one per prompt (read by `make bench`, figure P6); stale ones go first.
+TTFT_PROMPTS ?= 3000 8192
 ttft: setup vllm
 	bash .ci/lmcache-envs.sh $(PY) $(ENVS) 0.5.6
 	$(PY) -m hpu_shim.testing.tiny_llama .cache/prefill-llama prefill
+	rm -f bench-out/ttft*.json
+	for n in $(TTFT_PROMPTS); do \
 	LMCACHE_CHUNK_SIZE=256 LMCACHE_LOCAL_CPU=True LMCACHE_MAX_LOCAL_CPU_SIZE=2 HF_HUB_OFFLINE=1 \
 	VLLM_CPU_KVCACHE_SPACE=2 HPU_SHIM_BACKEND=cpu PYTHONPATH=$(ENVS)/lmcache-0.5.6 \
 	$(PY) -m hpu_shim run -- $(PY) -m hpu_shim.testing.vllm_e2e --model .cache/prefill-llama --lmcache \
-		--max-tokens 1 --prompt-tokens 3000 --max-model-len 4096 --warmup --ttft-json bench-out/ttft.json
-	cat bench-out/ttft.json
+		--max-tokens 1 --prompt-tokens $$n --max-model-len $$(( (n / 1024 + 1) * 1024 )) --warmup \
+		--ttft-json bench-out/ttft-$$n.json || exit 1; \
+	cat bench-out/ttft-$$n.json; done
 
-# Every figure with its target (P1-P6), a table, bench-out/bench.json and a PNG of the P2 sweep.
+# Every figure with its target (P1-P6); publishes benchmarks/bench.json and the page generated from it,
+# benchmarks/README.md. Heavy (64K-token P2 rows need ~18 GiB free): run it alone.
 bench: setup lmcache-envs
 	$(PIP) matplotlib
-	HPU_SHIM_ENVS=$(abspath $(ENVS)) $(PY) -m hpu_shim bench --envs $(ENVS)
+	HPU_SHIM_ENVS=$(abspath $(ENVS)) $(PY) -m hpu_shim bench --envs $(ENVS) --publish benchmarks
 
 clean:
 	rm -rf $(VENV) $(ENVS) .cache bench-out

@@ -43,19 +43,26 @@ def release(envs: Path, version: str) -> Path | None:
 
 
 def results(argv: list[str], environ: dict, timeout: float) -> list[dict]:
-    """Run ``argv``; return the JSON of its ``RESULT {...}`` lines (raises BenchError if none)."""
+    """Run ``argv``; return what it emitted through ``hpu_shim.testing.results`` (a file, never its
+    stdout, which LMCache and vLLM log onto). Raises BenchError with the output's tail if nothing came."""
+    from ..testing.results import run_child as run
+
     try:
-        proc = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=timeout)
+        child = run(argv, env=environ, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{' '.join(argv[:4])} ... timed out after {timeout:.0f} s") from exc
-    found = [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if not found:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise BenchError(f"{' '.join(argv[2:4])} exited {proc.returncode} without a result:\n{tail}")
-    return found
+        raise BenchError(f"{' '.join(argv[2:4])} ... timed out after {timeout:.0f} s") from exc
+    if not child.results:
+        tail = "\n".join((child.stderr or child.stdout).strip().splitlines()[-15:])
+        killed = f" (killed by signal {-child.returncode}: out of memory?)" if child.returncode < 0 else ""
+        raise BenchError(f"{' '.join(argv[2:4])} exited {child.returncode}{killed} without a result:\n{tail}")
+    return child.results
 
 
-def run_child(module: str, kwargs: dict[str, Any], environ: dict, timeout: float = 600) -> dict:
-    """``hpu_shim.bench.<module>.measure(**kwargs)`` in a fresh interpreter."""
+def run_child(module: str, kwargs: dict[str, Any], environ: dict, timeout: float = 900) -> dict:
+    """``hpu_shim.bench.<module>.measure(**kwargs)`` (``module:function`` for another) in a fresh interpreter;
+    a measurement that raised is a BenchError carrying its message."""
     argv = [sys.executable, "-m", "hpu_shim.bench._child", module, json.dumps(kwargs)]
-    return results(argv, environ, timeout)[-1]
+    result = results(argv, environ, timeout)[-1]
+    if "error" in result:
+        raise BenchError(f"{module}: {result['error']}")
+    return result

@@ -1,11 +1,17 @@
-"""P1: device syncs per batched store and retrieve, the shim's HPU path vs LMCache's own.
+"""P1: device syncs per batched store and retrieve, through LMCache's engine, on every CI release.
 
-Real, unmodified releases run ``hpu_shim.testing.lmcache_roundtrip`` on the emulated HPU in lazy
-mode, configured like a Gaudi container (sitecustomize + ``HPU_SHIM=1``): a CUDA-only release
-whose connector the shim substitutes, and a release with LMCache's own HPU connector
-(``VLLMPagedMemHPUConnectorV2``). The KV is vllm-gaudi's ``TensorTuple`` layout with vLLM-style
-slot runs, moved to the device as LMCache's vLLM adapter does (so the shim takes its per-token
-path). Counts do not depend on tensor size, so heads are tiny; the layer count is Llama-8B's.
+Real, unmodified releases (0.3.7, 0.4.2, 0.4.3, 0.5.6) run ``hpu_shim.testing.lmcache_roundtrip``
+on the emulated HPU in lazy mode, configured like a Gaudi container (sitecustomize + ``HPU_SHIM=1``):
+LMCache's engine with the connector it builds for vLLM, whatever the shim substitutes. The KV is
+vllm-gaudi's ``TensorTuple`` layout with vLLM-style slot runs, the slot mapping moved to the device
+as LMCache's vLLM adapter does. Counts do not depend on tensor size, so heads are tiny; the layer
+count is Llama-8B's. For comparison, the full run also counts LMCache's own HPU connector
+(``HPU_SHIM_NATIVE_CONNECTOR=1`` on the native release).
+
+What counts (``COUNTED``): graph launches (``mark_step``; in lazy mode an ``Event.record`` that
+flushes a graph launches one too) and host waits (``torch.hpu.synchronize``, stream and event
+synchronizes, blocking device->host copies). A counter this emulator does not have is named in the
+row, never silently taken as zero.
 """
 
 from __future__ import annotations
@@ -17,10 +23,33 @@ from . import _proc, report
 from .config import Options
 from .report import Row, verdict
 
-__all__ = ["run"]
+__all__ = ["run", "COUNTED", "tally"]
 
 BLOCK, CHUNK = 128, 256
-MAX_MARK_STEP, MAX_SYNC = 2, 1
+MAX_LAUNCHES, MAX_WAITS = 2, 1
+
+#: emulator counter -> (short name in the row, kind). Kinds: "launch" (graph launches), "wait" (host waits).
+COUNTED: dict[str, tuple[str, str]] = {
+    "mark_step_calls": ("mark_step", "launch"),
+    "event_record_flushes": ("event-record flush", "launch"),
+    "synchronize_calls": ("synchronize", "wait"),
+    "stream_synchronize_calls": ("stream sync", "wait"),
+    "event_synchronize_calls": ("event sync", "wait"),
+    "blocking_d2h_copies": ("blocking D2H", "wait"),
+}
+
+
+def tally(counts: dict) -> dict:
+    """Launches, waits, the nonzero parts by name, and the counters this emulator lacks."""
+    out = {"launch": 0, "wait": 0, "parts": [], "missing": []}
+    for field, (name, kind) in COUNTED.items():
+        if field not in counts:
+            out["missing"].append(field)
+            continue
+        out[kind] += counts[field]
+        if counts[field]:
+            out["parts"].append(f"{counts[field]} {name}")
+    return out
 
 
 def _cases(opts: Options) -> list[dict]:
@@ -29,57 +58,70 @@ def _cases(opts: Options) -> list[dict]:
              "slots": "paged", "save_unfull_chunk": True} for t in opts.p1_tokens]
 
 
-def _roundtrips(opts: Options, version: str) -> list[dict]:
+def _roundtrips(opts: Options, version: str, **extra: str) -> list[dict]:
     from ..runtime.runtime import bootstrap_dir
 
     path = _proc.release(opts.envs, version)
     if path is None:
         raise FileNotFoundError(f"LMCache {version} is not installed in {opts.envs} (make lmcache-envs)")
     environ = _proc.env([bootstrap_dir(), path], opts.cache, HPU_SHIM="1", HPU_SHIM_FAKE_HPU="1",
-                        HPU_SHIM_BACKEND="hpu", PT_HPU_LAZY_MODE="1")
+                        HPU_SHIM_BACKEND="hpu", PT_HPU_LAZY_MODE="1", **extra)
     argv = [sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(_cases(opts))]
-    return _proc.results(argv, environ, timeout=900)
+    return _proc.results(argv, environ, timeout=1800)
 
 
 def _ok(result: dict) -> bool:
     return "error" not in result and result.get("bit_exact") is True and result.get("untouched_elsewhere") is True
 
 
+def _describe(t: dict) -> str:
+    text = f"{t['launch']} launches / {t['wait']} waits ({', '.join(t['parts']) or 'none'})"
+    return text + (f"; this emulator does not count {', '.join(t['missing'])}" if t["missing"] else "")
+
+
 def run(opts: Options) -> tuple[list[Row], dict]:
     raw: dict = {}
-    runs = {}
-    for role, version in (("shim", opts.shim_release), ("native", opts.native_release)):
+    runs: dict[str, list[dict] | str] = {}
+    for version in opts.p1_releases:
         try:
-            runs[role] = _roundtrips(opts, version)
+            runs[version] = _roundtrips(opts, version)
         except (FileNotFoundError, _proc.BenchError) as exc:
-            runs[role] = str(exc)
-        raw[role] = {"release": version, "results": runs[role]}
+            runs[version] = str(exc)
+        raw[version] = runs[version]
+    own: list[dict] | str | None = None
+    if opts.p1_own:
+        try:
+            own = _roundtrips(opts, opts.native_release, HPU_SHIM_NATIVE_CONNECTOR="1")
+        except (FileNotFoundError, _proc.BenchError) as exc:
+            own = str(exc)
+        raw["own"] = {"release": opts.native_release, "results": own}
+    target = f"<= {MAX_LAUNCHES} launches (mark_step) + <= {MAX_WAITS} host wait (synchronize) per batched call"
     rows = []
-    for i, tokens in enumerate(opts.p1_tokens):
-        chunks = -(-tokens // CHUNK)
-        for phase in ("store", "retrieve"):
-            figure = f"syncs per batched {phase}, {report.size(tokens)} tokens, {opts.p1_layers} layers"
-            target = f"shim <= {MAX_MARK_STEP} mark_step + <= {MAX_SYNC} synchronize"
-            shim, native = runs["shim"], runs["native"]
-            if isinstance(shim, str):
-                rows.append(Row("P1", figure, f"not run: {shim.splitlines()[0]}", target, "SKIP"))
-                continue
-            r = shim[i]
-            if not _ok(r):
-                rows.append(Row("P1", figure, f"shim round-trip failed: {r.get('error', r)}"[:160], target, "FAIL"))
-                continue
-            s = r[f"{phase}_counts"]
-            value = (f"shim {opts.shim_release}: {s['mark_step_calls']} mark_step / {s['synchronize_calls']} sync "
-                     f"({s['graph_flushes']} graph launches)")
-            if isinstance(native, str):
-                value += f"; native: not run ({native.splitlines()[0][:60]})"
-            elif _ok(native[i]):
-                n = native[i][f"{phase}_counts"]
-                value += (f"; native {opts.native_release}: {n['mark_step_calls']} / {n['synchronize_calls']} "
-                          f"(= {n['mark_step_calls'] / chunks:g} / {n['synchronize_calls'] / chunks:g} per chunk "
-                          f"x {chunks} chunks)")
-            else:
-                value += f"; native failed: {native[i].get('error', 'not bit-exact')}"[:80]
-            ok = s["mark_step_calls"] <= MAX_MARK_STEP and s["synchronize_calls"] <= MAX_SYNC
-            rows.append(Row("P1", figure, value, target, verdict(ok)))
+    for version in opts.p1_releases:
+        for i, tokens in enumerate(opts.p1_tokens):
+            chunks = -(-tokens // CHUNK)
+            for phase in ("store", "retrieve"):
+                figure = f"syncs per batched {phase}, {report.size(tokens)} tokens, {opts.p1_layers} layers"
+                row = dict(id="P1", figure=figure, target=target, mode="emulated HPU, lazy")
+                res = runs[version]
+                if isinstance(res, str):
+                    rows.append(Row(**row, value=f"not run: {res.splitlines()[0]}"[:300], status="FAIL",
+                                    path=f"LMCache {version} engine.{phase}"))
+                    continue
+                r = res[i]
+                path = f"LMCache {version} engine.{phase} -> {r.get('connector', '?')}"
+                if r.get("substituted"):
+                    path += f" (hpu_shim: {r['substituted']})"
+                if not _ok(r):
+                    why = r.get("error") or "not bit-exact"
+                    rows.append(Row(**row, value=f"round trip failed: {why}"[:300], status="FAIL", path=path))
+                    continue
+                t = tally(r[f"{phase}_counts"])
+                value = f"{_describe(t)}; {r[f'{phase}_counts'].get('graph_flushes', '?')} graph launches"
+                if isinstance(own, list) and version == opts.native_release and _ok(own[i]):
+                    o = tally(own[i][f"{phase}_counts"])
+                    value += (f"; LMCache's own connector: {o['launch']} / {o['wait']} "
+                              f"(= {o['launch'] / chunks:g} / {o['wait'] / chunks:g} per chunk x {chunks} chunks)")
+                ok = t["launch"] <= MAX_LAUNCHES and t["wait"] <= MAX_WAITS and not t["missing"]
+                rows.append(Row(**row, value=value, status=verdict(ok), path=path))
     return rows, raw

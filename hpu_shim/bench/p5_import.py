@@ -18,11 +18,13 @@ from pathlib import Path
 
 from . import _proc
 from .config import Options
-from .report import Row, verdict
+from .report import Row, median, verdict
 
 __all__ = ["run"]
 
 MAX_RATIO = 1.10
+MODE = "cpu backend, fresh processes"
+PATH = "python -c 'import <module>' with sitecustomize + HPU_SHIM=1 vs without the shim, same warm bytecode cache"
 
 
 def _seconds(module: str, environ: dict) -> float:
@@ -42,16 +44,13 @@ def _envs(release: Path, cache: Path) -> dict:
             "shim": _proc.env([bootstrap_dir(), release], cache, HPU_SHIM="1", HPU_SHIM_BACKEND="cpu")}
 
 
-def _median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
-
-
 def run(opts: Options) -> tuple[list[Row], dict]:
     figure = f"import {opts.import_module} (LMCache {opts.native_release}), shim / plain"
     target = f"<= {MAX_RATIO:.2f}x"
     release = _proc.release(opts.envs, opts.native_release)
     if release is None:
-        return [Row("P5", figure, f"not run: LMCache {opts.native_release} not in {opts.envs}", target, "SKIP")], {}
+        return [Row("P5", figure, f"not run: LMCache {opts.native_release} is not installed in {opts.envs} "
+                                  f"(make lmcache-envs)", target, "FAIL", mode=MODE, path=PATH)], {}
     raw: dict = {"module": opts.import_module, "release": opts.native_release}
     if not opts.smoke:
         with tempfile.TemporaryDirectory(prefix="hpu-shim-pyc-") as fresh:
@@ -65,9 +64,9 @@ def run(opts: Options) -> tuple[list[Row], dict]:
         for side in ("plain", "shim"):
             times[side].append(_seconds(opts.import_module, warm[side]))
     raw["warm"] = times
-    ratio = _median([s / p for p, s in zip(times["plain"], times["shim"])])
-    value = (f"{ratio:.2f}x (median of {opts.import_pairs} pairs: plain {_median(times['plain']):.2f} s, "
-             f"shim {_median(times['shim']):.2f} s, warm caches)")
+    ratio = median([s / p for p, s in zip(times["plain"], times["shim"])])
+    value = (f"{ratio:.2f}x (median of {opts.import_pairs} pairs: plain {median(times['plain']):.2f} s, "
+             f"shim {median(times['shim']):.2f} s, warm caches)")
     if "cold" in raw:
         value += f"; first shim import {raw['cold']['shim']:.1f} s (rewrites + compiles, cached after)"
-    return [Row("P5", figure, value, target, verdict(ratio <= MAX_RATIO))], raw
+    return [Row("P5", figure, value, target, verdict(ratio <= MAX_RATIO), mode=MODE, path=PATH)], raw

@@ -2,7 +2,8 @@
 
 ``make(path, size="tiny")`` writes ``config.json``, safetensors weights and a word-level tokenizer
 (``<s>``, ``</s>``, ``<pad>``, ``<unk>``, then ``w4`` ... ``wN``: one token per word) with ``save_pretrained``. ``tiny`` (~1 MB) starts fast for correctness tests;
-``prefill`` (~300 MB, bf16) makes a 2K-4K-token prefill cost real time for the TTFT benchmark.
+``prefill`` (~390 MB, bf16) makes a prefill cost real time for the TTFT benchmark; its max length (16K)
+fits the 8K-token prompt of ``make ttft`` with room to spare.
 Head dims are in vLLM-CPU's supported list (32, 64, 80, ...).
 """
 
@@ -14,12 +15,14 @@ import sys
 
 __all__ = ["SIZES", "make", "prompt"]
 
+#: Bumped whenever SIZES change, so an existing model directory is rebuilt instead of silently reused.
+VERSION = "v3"
 #: name -> LlamaConfig overrides
 SIZES = {
     "tiny": dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=32, max_position_embeddings=1024),
     "prefill": dict(vocab_size=4096, hidden_size=1024, intermediate_size=2816, num_hidden_layers=16,
-                    num_attention_heads=16, num_key_value_heads=8, head_dim=64, max_position_embeddings=8192),
+                    num_attention_heads=16, num_key_value_heads=8, head_dim=64, max_position_embeddings=16384),
 }
 
 
@@ -30,7 +33,7 @@ def make(path: str, size: str = "tiny", seed: int = 0) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     marker = os.path.join(path, ".hpu-shim-model")
-    if os.path.isfile(marker) and open(marker).read() == f"{size}:{seed}:v2":
+    if os.path.isfile(marker) and open(marker).read() == f"{size}:{seed}:{VERSION}":
         return path
     spec = SIZES[size]
     os.makedirs(path, exist_ok=True)
@@ -50,7 +53,7 @@ def make(path: str, size: str = "tiny", seed: int = 0) -> str:
     with open(os.path.join(path, "generation_config.json"), "w") as fh:
         json.dump({"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}, fh)
     with open(marker, "w") as fh:
-        fh.write(f"{size}:{seed}:v2")
+        fh.write(f"{size}:{seed}:{VERSION}")
     return path
 
 
