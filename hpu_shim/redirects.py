@@ -52,7 +52,8 @@ _TABLE: dict[str, Redirect] = {
     "init": _m("init"),
     "device_count": _m("device_count"),
     "current_device": _m("current_device"),
-    "set_device": _mod("set_device", "one device per process on HPU; the index is checked by torch.hpu"),
+    "set_device": _mod("set_device", "one device per process on HPU: a valid ordinal (e.g. the local rank) is "
+                                     "accepted and the process keeps its HPU, as vllm-gaudi's set_device does"),
     "synchronize": _mod("synchronize", "device argument dropped; on HPU mark_step() then torch.hpu.synchronize()"),
     "get_device_name": _m("get_device_name"),
     "get_device_properties": _mod(

@@ -65,6 +65,7 @@ class HpuBackend(Backend):
     can_pin = False  # A5: the habana allocator does not pin host memory
     descriptions = {
         "synchronize": "habana_frameworks.torch.core.mark_step(); torch.hpu.synchronize()",
+        "set_device": "no-op: the process keeps its HPU (one device per process)",
         "get_device_properties": "DeviceProperties(torch.hpu.get_device_name(), memory_stats()['Limit'])",
         "Event": "torch.hpu.Event(enable_timing=...)",
         "Stream": "torch.hpu.Stream()",

@@ -14,6 +14,7 @@ counted and, in lazy mode, flush the pending graph (A3).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import types
@@ -59,7 +60,11 @@ def is_available() -> bool:
 
 
 def device_count() -> int:
-    return 1
+    # --- CORE (issue 9, begin): the node's modules, as the bridge counts them (HABANA_VISIBLE_MODULES, e.g.
+    # "0,1" for a TP=2 run); every process still opens only hpu:0 (the device guard, "Devices").
+    visible = [m for m in os.environ.get("HABANA_VISIBLE_MODULES", "").split(",") if m.strip()]
+    return len(visible) or 1
+    # --- CORE (issue 9, end) ---
 
 
 def init() -> None:

@@ -12,6 +12,10 @@ vLLM distributed group (gloo on loopback):
 * ``save_kv_layer``         -- ``slot_mapping.cuda()`` at 971 (layerwise; a fully-saved request skips the store);
 * ``start_load_kv``         -- ``slot_mapping.cuda()`` at 825, then LMCache retrieves.
 
+Tensor parallelism: ``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_PORT`` (default 1/0/a free port) make this
+process one rank of a TP group (gloo over loopback); each rank stores and retrieves its own KV on its
+own emulated device, as vLLM's TP workers do on Gaudi (one HPU per process).
+
 Emits its result through ``hpu_shim.testing.results`` (a file): bit-exact verdict, devices seen, and the shim's audit records.
 """
 
@@ -41,27 +45,31 @@ from vllm.distributed import ensure_model_parallel_initialized, init_distributed
 
 L, NB, BS, H, D, CHUNK, NTOK = 4, 16, 128, 2, 32, 256, 1000
 DTYPE = torch.bfloat16
+WORLD, RANK = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
 
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+if "MASTER_PORT" in os.environ:
+    port = int(os.environ["MASTER_PORT"])
+else:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
 with set_current_vllm_config(VllmConfig()):
-    init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
+    init_distributed_environment(world_size=WORLD, rank=RANK, local_rank=RANK, backend="gloo",
                                  distributed_init_method=f"tcp://127.0.0.1:{port}")
-    ensure_model_parallel_initialized(1, 1)
+    ensure_model_parallel_initialized(WORLD, 1)
 
 cfg = LMCacheEngineConfig.from_defaults(chunk_size=CHUNK, local_cpu=True, max_local_cpu_size=0.5)
 vllm_config = types.SimpleNamespace(
     model_config=types.SimpleNamespace(model="tiny-llama", dtype=DTYPE, use_mla=False,
                                        get_num_layers=lambda pc: L, get_num_kv_heads=lambda pc: H,
                                        get_head_size=lambda: D),
-    parallel_config=types.SimpleNamespace(rank=0, world_size=1),
+    parallel_config=types.SimpleNamespace(rank=RANK, world_size=WORLD),
     cache_config=types.SimpleNamespace(cache_dtype="auto"),
     speculative_config=None,
 )
 engine = ad._init_lmcache_engine(cfg, vllm_config)
 
-gen = torch.Generator().manual_seed(0)
+gen = torch.Generator().manual_seed(RANK)  # each rank holds its own KV (its share of the heads)
 kv = [TensorTuple((torch.randn(NB, BS, H, D, generator=gen).to(DTYPE).to("hpu"),
                    torch.randn(NB, BS, H, D, generator=gen).to(DTYPE).to("hpu"))) for _ in range(L)]
 reference = [tuple(t.cpu() for t in layer) for layer in kv]
@@ -109,6 +117,7 @@ ref = [tuple(t.view(NB * BS, -1) for t in layer) for layer in reference]
 mask = torch.zeros(NB * BS, dtype=torch.bool)
 mask[slots[:hit]] = True
 result = {
+    "rank": RANK,
     "hit": int(hit),
     "bit_exact": all(torch.equal(g[mask], r[mask]) for gl, rl in zip(got, ref) for g, r in zip(gl, rl)),
     "untouched_elsewhere": all(bool((g[~mask] == 0).all()) for gl in got for g in gl),
