@@ -16,6 +16,12 @@ Compile accounting (docs/gaudi-semantics.md "Execution modes"):
 
 Both caches are process-wide and survive ``reset_counters()`` (as a real recipe cache does);
 ``clear_graph_cache()`` forgets them.
+
+Device work in flight (docs/gaudi-semantics.md "Events and streams"): the emulator runs everything
+at once on the host, but a real device finishes work later.  ``launch()`` numbers each piece of
+launched work (a lazy graph, an eager kernel, a DMA copy); ``observe(seq)`` is what an event or
+stream query sees: work not yet known to be finished is reported in flight once (False), and is
+finished from then on; a synchronization finishes everything up to its point.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ _flushed: list[int] = []          # hash of each flushed signature since the las
 _graph_cache: set = set()         # process-wide, like Gaudi's graph cache; survives reset
 _eager_cache: set = set()         # process-wide per-op eager compile keys; survives reset
 _graph_epoch = 0                  # bumped at every flush: tells graph-internal tensors from inputs
+_launched = 0                     # pieces of device work launched so far (device state, not a counter)
+_finished = 0                     # every piece up to this one is known to be finished
 
 
 def bump(field: str, n: int = 1) -> None:
@@ -93,12 +101,42 @@ def flush() -> bool:
         signature = hash(tuple(_pending))
         _pending.clear()
         _graph_epoch += 1
+        launch()
         _values["graph_flushes"] += 1
         _flushed.append(signature)
         if signature not in _graph_cache:
             _graph_cache.add(signature)
             _values["graph_compiles"] += 1
         return True
+
+
+def launch() -> int:
+    """Note one piece of device work launched; returns its sequence number."""
+    global _launched
+    with _lock:
+        _launched += 1
+        return _launched
+
+
+def launched() -> int:
+    """Sequence number of the last launched work (what an event recorded now covers)."""
+    return _launched
+
+
+def finish(upto: int | None = None) -> None:
+    """A synchronization: all work up to ``upto`` (default: everything launched) is finished."""
+    global _finished
+    with _lock:
+        _finished = max(_finished, _launched if upto is None else upto)
+
+
+def observe(seq: int) -> bool:
+    """A query of work up to ``seq``: False once while it is in flight, then True (it finished)."""
+    with _lock:
+        if seq <= _finished:
+            return True
+    finish(seq)
+    return False
 
 
 def eager_compile(key: Hashable) -> bool:

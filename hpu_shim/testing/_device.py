@@ -20,7 +20,8 @@ Fidelity decisions (each a section of docs/gaudi-semantics.md):
 * Pinned memory and copies: every host<->device copy is counted with what it costs on Gaudi
   (bounce buffer, host memcpy, blocking); ``_pinned`` keeps the pinned allocations.
 * Execution modes: lazy mode adds every op to the pending graph with the bridge's key (``_lazy``),
-  device->host reads flush it; eager mode counts per-op compile keys.
+  device->host reads flush it; eager mode counts per-op compile keys.  Every launch (graph, eager
+  kernel, DMA) is numbered so that event and stream queries can see work in flight.
 """
 
 from __future__ import annotations
@@ -317,6 +318,7 @@ def _note_op(info: _OpInfo, args, kwargs, transfer: bool = False) -> int | None:
                                                     info.scalar_inputs))
     if not (transfer or info.view or info.name in _ALLOCATION_OPS):
         _counters.eager_compile(_lazy.eager_key(info.label, _tensors(args, kwargs)))
+        _counters.launch()  # eager: the kernel is queued at once
     return None
 
 
@@ -345,6 +347,7 @@ def _h2d(src: torch.Tensor) -> None:
         _counters.bump("host_memcpy_bytes", staged)
         staged_is_src = False
     _pinned.account_h2d(src, staged, staged_is_src)
+    _counters.launch()  # the DMA is queued on the device
 
 
 def _d2h(src: torch.Tensor | None, dst: torch.Tensor | None, nbytes: int, blocking: bool) -> None:
@@ -361,6 +364,10 @@ def _d2h(src: torch.Tensor | None, dst: torch.Tensor | None, nbytes: int, blocki
     else:
         _pinned.account_d2h(dst, staged, blocking)
     _lazy.implicit_flush()
+    if blocking:  # waits for its data, i.e. for the in-order queue before it
+        _counters.finish()
+    else:
+        _counters.launch()
 
 
 def _account_transfer(info: _OpInfo, args, kwargs, out_on_hpu: bool, out) -> None:
@@ -380,6 +387,7 @@ def _account_transfer(info: _OpInfo, args, kwargs, out_on_hpu: bool, out) -> Non
     elif info.name in _HOST_READ_OPS:
         if not _HOST_READ_OPS[info.name]:
             _lazy.implicit_flush()  # a bool result reaches the host, no tensor copy
+            _counters.finish()
             return
         _d2h(None, None, args[0].element_size(), True)
 

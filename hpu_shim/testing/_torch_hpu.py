@@ -1,15 +1,17 @@
-"""The fake ``torch.hpu`` module, shaped like habana_frameworks 1.17's (hpu_ecosystem.md A1).
+"""The fake ``torch.hpu`` module, shaped like habana_frameworks' (docs/gaudi-semantics.md).
 
 Deliberate differences from ``torch.cuda`` are kept, because code that runs on the
 emulator must also run on Gaudi:
-* ``synchronize()`` takes no argument (A1);
-* ``Stream(device=None, priority=0)``: both unused, no ``cuda_stream``, no ``priority_range`` (A1);
-* ``Event(enable_timing=False)`` only: no ``blocking``/``interprocess``, no IPC (A1);
-* ``get_device_properties``/``get_device_capability`` return ``str`` (A1);
-* ``memory_reserved() == Limit``; there is no ``empty_cache`` (A1/A2);
-* one device per process: ``set_device`` asserts index 0 (A1).
-Work is synchronous on the host, so ``query()`` is always True; synchronize calls are
-counted and, in lazy mode, flush the pending graph (A3).
+* ``synchronize()`` takes no argument;
+* ``Stream(device=None, priority=0)``: both unused, no ``cuda_stream``, no ``priority_range``;
+* ``Event(enable_timing=False)`` only: no ``blocking``/``interprocess``, no IPC;
+* ``get_device_properties``/``get_device_capability`` return ``str``;
+* ``memory_reserved() == Limit``; there is no ``empty_cache``;
+* one device per process: ``set_device`` asserts index 0 ("Devices").
+Events and streams follow the bridge ("Events and streams"): in lazy mode ``Event.record()`` on the
+current stream and any sync/query/switch involving another stream flush the pending graph,
+``Stream.synchronize()`` on the current stream waits without flushing, ``Event.synchronize()`` never
+flushes; ``query()`` reports work launched since the last synchronization as in flight once.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _index(device=None) -> int:
     return 0
 
 
-# -- device management (A1) ---------------------------------------------------------------
+# -- device management ("torch.hpu API") ---------------------------------------------------
 def is_available() -> bool:
     return True
 
@@ -89,15 +91,16 @@ def current_device() -> int:
 
 
 def set_device(device) -> None:
-    """A1: asserts the index is 0 (no HABANA_VISIBLE_MODULES / HLS_MODULE_ID emulation)."""
+    """Asserts the index is 0 (no HABANA_VISIBLE_MODULES / HLS_MODULE_ID emulation)."""
     _index(device)
     init()
 
 
 def synchronize() -> None:
-    """A1: takes NO argument on HPU (``synchronize(0)`` is a TypeError, like 1.17)."""
+    """Takes NO argument on HPU (``synchronize(0)`` is a TypeError); flushes, then waits for everything."""
     _counters.bump("synchronize_calls")
     _lazy.implicit_flush()
+    _counters.finish()
 
 
 def get_device_name(device=None) -> str:
@@ -106,13 +109,13 @@ def get_device_name(device=None) -> str:
 
 
 def get_device_properties(device=None) -> str:
-    """A1: a ``str`` on Gaudi 1.17, not an object with ``.name``/``.total_memory``."""
+    """A ``str`` on Gaudi, not an object with ``.name``/``.total_memory``."""
     _index(device)
     return f"(name='{DEVICE_NAME}', type='gaudi2', total_memory={TRACKER.limit // (1 << 20)}MB)"
 
 
 def get_device_capability(device=None) -> str:
-    """A1: a ``str`` on Gaudi, not a (major, minor) tuple."""
+    """A ``str`` on Gaudi, not a (major, minor) tuple."""
     _index(device)
     return "gaudi2"
 
@@ -122,7 +125,7 @@ def is_bf16_supported() -> bool:
 
 
 def can_device_access_peer(device, peer_device) -> bool:
-    """A1: Gaudi asserts when both are the same device."""
+    """Gaudi asserts when both are the same device."""
     if _index(device) == _index(peer_device):
         raise AssertionError("can_device_access_peer: device and peer_device are the same")
     return False
@@ -147,7 +150,7 @@ def memory_usage(device=None) -> int:
 
 
 class device:
-    """Context manager selecting the (only) hpu device; other indices assert (A1)."""
+    """Context manager selecting the (only) hpu device; other indices assert."""
 
     def __init__(self, device) -> None:
         self.idx = _index(device)
@@ -164,7 +167,7 @@ class device_of(device):
         super().__init__(obj.device if obj.device.type == "hpu" else -1)
 
 
-# -- memory (A1) -----------------------------------------------------------------------
+# -- memory ("torch.hpu API") ------------------------------------------------------------
 def memory_stats(device=None) -> dict:
     _index(device)
     return TRACKER.stats()
@@ -184,7 +187,7 @@ def max_memory_allocated(device=None) -> int:
 
 
 def memory_reserved(device=None) -> int:
-    """A1: Habana returns the whole pool (Limit), not the bytes reserved so far."""
+    """Habana returns the whole pool (Limit), not the bytes reserved so far."""
     return memory_stats(device)["Limit"]
 
 
@@ -208,7 +211,7 @@ def memory_summary(device=None, abbreviated: bool = False) -> str:
     return "\n".join(lines)
 
 
-# -- random (A1: torch.hpu.random, default device "hpu") ---------------------------------
+# -- random (torch.hpu.random, default device "hpu") -------------------------------------
 def _gen():
     from ._device import HPU_GENERATOR
     return HPU_GENERATOR
@@ -250,22 +253,29 @@ def set_rng_state_all(new_states) -> None:
     set_rng_state(new_states[0])
 
 
-# -- streams and events (A1) -------------------------------------------------------------
+# -- streams and events ("Events and streams") ------------------------------------------------
 class Event:
-    """A1: ``Event(enable_timing=False)`` only; no blocking/interprocess, no IPC."""
+    """``Event(enable_timing=False)`` only; no blocking/interprocess, no IPC (HPUEvent.cpp, events.py)."""
 
     def __init__(self, enable_timing: bool = False) -> None:
         self.enable_timing = bool(enable_timing)
         self._time: float | None = None
+        self._seq: int | None = None  # the launched work this event covers; None: never recorded
 
     def record(self, stream: Stream | None = None) -> None:
+        """Lazy mode: recording on the current stream is a step marker (flushes the pending graph)."""
+        stream = current_stream() if stream is None else stream
+        if _lazy.is_lazy() and stream == current_stream() and _lazy.implicit_flush():
+            _counters.bump("event_record_flushes")
+        self._seq = _counters.launched()
         self._time = time.perf_counter()
 
     def wait(self, stream: Stream | None = None) -> None:
-        pass  # host-synchronous emulation: the recorded work is already done
+        """Makes the stream's future work wait; nothing for the host to do."""
 
     def query(self) -> bool:
-        return True
+        """True if never recorded; else False once while the recorded work is in flight."""
+        return True if self._seq is None else _counters.observe(self._seq)
 
     def elapsed_time(self, end_event: Event) -> float:
         if not (self.enable_timing and end_event.enable_timing):
@@ -275,15 +285,17 @@ class Event:
         return (end_event._time - self._time) * 1000.0
 
     def synchronize(self) -> None:
+        """Waits for the recorded work only: it never flushes the pending lazy graph."""
         _counters.bump("event_synchronize_calls")
-        _lazy.implicit_flush()
+        if self._seq is not None:
+            _counters.finish(self._seq)
 
     def __repr__(self) -> str:
         return f"<torch.hpu.Event enable_timing={self.enable_timing} (emulated)>"
 
 
 class Stream:
-    """A1: ``device`` and ``priority`` are accepted and unused; no ``cuda_stream``."""
+    """``device`` and ``priority`` are accepted and unused; no ``cuda_stream`` (streams.py)."""
 
     _next_id = 1
     _id_lock = threading.Lock()
@@ -312,12 +324,21 @@ class Stream:
         event.record(self)
         return event
 
+    def _flush_if_not_current(self) -> None:
+        """Lazy mode: touching a stream other than the current one is a step marker (HPUStream.cpp)."""
+        if _lazy.is_lazy() and self != current_stream():
+            _lazy.implicit_flush()
+
     def query(self) -> bool:
-        return True
+        """False once while launched work is in flight (the emulator has one in-order queue)."""
+        self._flush_if_not_current()
+        return _counters.observe(_counters.launched())
 
     def synchronize(self) -> None:
+        """Waits for launched work; on the current stream it does not flush the pending graph."""
         _counters.bump("stream_synchronize_calls")
-        _lazy.implicit_flush()
+        self._flush_if_not_current()
+        _counters.finish()
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Stream) and other.stream_id == self.stream_id
@@ -329,7 +350,7 @@ class Stream:
         return f"<torch.hpu.Stream device=hpu:0 stream_id={self.stream_id} (emulated)>"
 
 
-_DEFAULT_STREAM = Stream(_stream_id=0)  # A1: default stream has id 0
+_DEFAULT_STREAM = Stream(_stream_id=0)  # the default stream has id 0
 
 
 def default_stream(device=None) -> Stream:
@@ -343,9 +364,12 @@ def current_stream(device=None) -> Stream:
 
 
 def set_stream(stream: Stream | None) -> None:
-    """A1: no-op on None."""
-    if stream is not None:
-        _tls.stream = stream
+    """No-op on None; lazy mode: switching to another stream is a step marker (setCurrentHPUStream)."""
+    if stream is None:
+        return
+    if stream != current_stream() and _lazy.is_lazy():
+        _lazy.implicit_flush()
+    _tls.stream = stream
 
 
 class StreamContext:
@@ -368,7 +392,7 @@ def stream(stream: Stream | None) -> StreamContext:
 
 
 def record_stream(tensor: torch.Tensor, stream: Stream) -> None:
-    """A1: exists in torch.hpu; allocation is host-synchronous here, so nothing to track."""
+    """Exists in torch.hpu; allocation is host-synchronous here, so nothing to track."""
 
 
 _PUBLIC = (
@@ -388,7 +412,7 @@ _PUBLIC = (
 
 def build_module() -> types.ModuleType:
     """A fresh ``torch.hpu`` module object exposing exactly the emulated API."""
-    mod = types.ModuleType("torch.hpu", "Emulated torch.hpu (hpu_shim.testing); see hpu_ecosystem.md A1.")
+    mod = types.ModuleType("torch.hpu", "Emulated torch.hpu (hpu_shim.testing); see docs/gaudi-semantics.md.")
     g = globals()
     for name in _PUBLIC:
         setattr(mod, name, g[name])

@@ -1,4 +1,5 @@
-"""The fake torch.hpu module keeps Gaudi 1.17's API shape (hpu_ecosystem.md A1)."""
+"""The fake torch.hpu module (hpu_shim.testing._torch_hpu): the API shape of habana_frameworks.torch.hpu
+and the bridge's event/stream semantics (docs/gaudi-semantics.md "torch.hpu API", "Events and streams")."""
 
 import pytest
 import torch
@@ -59,6 +60,7 @@ def test_stream_shape(emulated_hpu):
     hpu.set_stream(None)
     assert hpu.current_stream() is s
     hpu.set_stream(hpu.default_stream())
+    hpu.synchronize()  # nothing in flight: queries are True
     ev = s.record_event()
     assert isinstance(ev, hpu.Event) and ev.query() and s.query()
     s.wait_event(ev)
@@ -77,6 +79,7 @@ def test_event_shape(emulated_hpu):
     start, end = hpu.Event(enable_timing=True), hpu.Event(enable_timing=True)
     with pytest.raises(RuntimeError, match="recorded"):
         start.elapsed_time(end)
+    hpu.synchronize()
     start.record()
     end.record(hpu.current_stream())
     assert end.query() and start.elapsed_time(end) >= 0
@@ -181,3 +184,92 @@ def test_install_is_idempotent(emulated_hpu):
     assert hpu_testing.install_emulator() is emulated_hpu
     assert hpu_testing.is_installed()
     assert os.environ["HPU_SHIM_FAKE_HPU"] == "1"
+
+
+def test_query_reports_launched_work_in_flight_once(emulated_hpu):
+    """Events and streams: query() is False while recorded work runs (HPUEvent.cpp, HPUStream.cpp)."""
+    hpu = torch.hpu
+    assert hpu.Event().query()  # never recorded
+    x = torch.ones(1024, device="hpu")
+    ev = hpu.Event()
+    x.mul_(2)  # eager: a kernel launch
+    ev.record()
+    assert ev.query() is False  # in flight ...
+    assert ev.query() is True  # ... and then done: polling loops end
+    x.add_(1)
+    assert hpu.current_stream().query() is False and hpu.current_stream().query() is True
+    x.add_(1)
+    ev.record()
+    ev.synchronize()  # waits for it: no longer in flight
+    assert ev.query()
+    x.add_(1)
+    ev.record()
+    hpu.synchronize()
+    assert ev.query()
+    x.add_(1)
+    ev.record()
+    x.cpu()  # a blocking device->host copy waits for the work before it
+    assert ev.query()
+    assert torch.equal(x.cpu(), torch.full((1024,), 6.0))
+
+
+LAZY_STREAMS = """
+import torch
+import hpu_shim.testing as T
+from hpu_shim.testing import results
+T.install_emulator()
+hpu = torch.hpu
+x = torch.zeros(8, device="hpu")
+other = hpu.Stream()
+out = {}
+def case(name, fn):
+    T.reset_counters()
+    x.add_(1)  # one pending op
+    fn()
+    c = T.counters()
+    out[name] = [c["graph_flushes"], c["event_record_flushes"], T.pending_ops()]
+case("event_record_current", lambda: hpu.Event().record())
+case("event_record_other", lambda: hpu.Event().record(other))
+case("event_synchronize", lambda: hpu.Event().synchronize())
+case("stream_sync_current", lambda: hpu.current_stream().synchronize())
+case("stream_sync_other", lambda: other.synchronize())
+case("stream_query_current", lambda: hpu.current_stream().query())
+case("stream_query_other", lambda: other.query())
+case("device_sync", hpu.synchronize)
+case("set_stream_other", lambda: hpu.set_stream(other))
+hpu.set_stream(hpu.default_stream())
+case("set_stream_same", lambda: hpu.set_stream(hpu.default_stream()))
+def ctx():
+    with hpu.stream(other):
+        x.add_(1)
+case("stream_context", ctx)
+T.reset_counters()
+hpu.synchronize()
+e = hpu.Event()
+e.record()  # nothing pending: no flush to count
+out["empty_record"] = T.counters()["event_record_flushes"]
+x.add_(1)
+e.record()  # launches the graph
+out["query_after_launch"] = [e.query(), e.query()]
+out["value"] = x.cpu().tolist()
+results.emit(out)
+"""
+
+
+def test_lazy_events_and_streams_flush_like_the_bridge(run_py):
+    """Events and streams, lazy mode (HPUEvent.cpp record, HPUStream.cpp synchronize/query/setCurrentHPUStream)."""
+    out = run_py(LAZY_STREAMS, env={"PT_HPU_LAZY_MODE": "1"}).results[0]
+    assert out["event_record_current"] == [1, 1, 0]  # a step marker on the current stream
+    assert out["event_record_other"] == [0, 0, 1]
+    assert out["event_synchronize"] == [0, 0, 1]  # waits on the event only
+    assert out["stream_sync_current"] == [0, 0, 1]  # waits without flushing
+    assert out["stream_sync_other"] == [1, 0, 0]
+    assert out["stream_query_current"] == [0, 0, 1]
+    assert out["stream_query_other"] == [1, 0, 0]
+    assert out["device_sync"] == [1, 0, 0]
+    assert out["set_stream_other"] == [1, 0, 0]  # switching streams is a step marker
+    assert out["set_stream_same"] == [0, 0, 1]
+    assert out["stream_context"][0] == 2  # in and out of the context
+    assert out["empty_record"] == 0
+    assert out["query_after_launch"] == [False, True]
+    assert out["value"] == [13.0] * 8
