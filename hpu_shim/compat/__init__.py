@@ -42,6 +42,9 @@ import re
 from typing import Any, Callable
 
 from ..redirects import MISMATCH, Redirect
+from . import keys as _keys  # HETERO
+from . import remote as _remote  # HETERO
+from . import retrieve as _retrieve  # HETERO
 
 __all__ = ["Profile", "Fixup", "PROFILES", "TESTED", "select", "applies", "call", "lmcache_version",
            "parse_version"]
@@ -274,6 +277,21 @@ _SKIP_HOST_REGISTER = Redirect(MISMATCH, "cudart_without_pinning",
 _CONNECTORS = Fixup(_fix_connectors, _defines("VLLMPagedMemGPUConnectorV2", *_UNSUPPORTED_CONNECTORS))
 
 
+def _storage_fixups() -> dict:
+    """HETERO: cross-process storage fix-ups for every release (``docs/hetero.md``)."""
+    return {
+        "lmcache.v1.storage_backend.remote_backend": Fixup(_remote.fix_remote_backend, _defines("RemoteBackend")),
+        "lmcache.v1.storage_backend.connector.lm_connector": Fixup(_remote.fix_lm_connector,
+                                                                   _defines("LMCServerConnector")),
+        "lmcache.v1.storage_backend.job_executor.pq_executor": Fixup(_remote.fix_pq_executor,
+                                                                     _defines("AsyncPQExecutor")),
+        "lmcache.v1.storage_backend.connector.fs_adapter": Fixup(_remote.fix_fs_url, _has("parse_remote_url")),
+        "lmcache.v1.storage_backend.storage_manager": Fixup(_retrieve.fix_storage_manager,
+                                                            _defines("StorageManager")),
+        "lmcache.v1.cache_engine": Fixup(_retrieve.fix_cache_engine, _defines("LMCacheEngine")),
+    }
+
+
 def _cuda_only(version: str | None) -> Profile:
     v = parse_version(version) or (0, 0, 0)
     return Profile(
@@ -286,6 +304,9 @@ def _cuda_only(version: str | None) -> Profile:
             "lmcache.integration.vllm.utils": Fixup(_fix_torch_dev, _has("get_vllm_torch_dev")),
             "lmcache.integration.vllm.vllm_v1_adapter": Fixup(_fix_adapter_platform, _has("current_platform")),
             "lmcache.v1.manager": Fixup(_fix_manager_platform, _has("LMCacheManager._get_device_info")),
+            # HETERO: deterministic chunk keys (hash(None) is per-process on Python < 3.12)
+            "lmcache.v1.token_database": Fixup(_keys.fix_token_database, _has("TokenDatabase")),
+            **_storage_fixups(),  # HETERO
         },
     )
 
@@ -299,7 +320,8 @@ def _native_hpu(version: str | None) -> Profile:
     post_exec = {"lmcache.v1.gpu_connector.hpu_connector": Fixup(_fix_native_hpu_connector,
                                                                  _defines("VLLMPagedMemHPUConnectorV2")),
                  "lmcache.v1.gpu_connector": Fixup(_fix_create_connector, _has("CreateGPUConnector")),
-                 "lmcache.integration.vllm.utils": Fixup(_fix_torch_dev_on_cpu, _has("get_vllm_torch_dev"))}
+                 "lmcache.integration.vllm.utils": Fixup(_fix_torch_dev_on_cpu, _has("get_vllm_torch_dev")),
+                 **_storage_fixups()}  # HETERO
     return Profile(name=f"{version} (native HPU connector)", overlay={"is_available": _NATIVE_OFF},
                    module_overrides=dict(_STAND_INS), post_exec=post_exec)
 
