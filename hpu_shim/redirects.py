@@ -1,6 +1,7 @@
 """The redirect table: every ``torch.cuda.*`` API the shim knows, and where it goes.
 
-One row per API, classed as in Habana's GPU Migration Toolkit (``hpu_ecosystem.md`` A1, A2, A6):
+One row per API, classed as in Habana's GPU Migration Toolkit; the HPU side follows
+``docs/gaudi-semantics.md`` ("torch.hpu API"):
 
 * ``match``    -- same meaning on the backend, same arguments;
 * ``modified`` -- same intent, but arguments or results are adapted (``synchronize(device)``
@@ -46,7 +47,7 @@ def _mis(op: str, note: str, kind: str = "function") -> Redirect:
 
 
 _TABLE: dict[str, Redirect] = {
-    # --- device management (A1) ---
+    # --- device management ("torch.hpu API"; one device per process: docs/architecture.md "Devices") ---
     "is_available": _m("is_available"),
     "is_initialized": _m("is_initialized"),
     "init": _m("init"),
@@ -65,7 +66,7 @@ _TABLE: dict[str, Redirect] = {
     "get_arch_list": _mis("get_arch_list", "no CUDA architectures: []"),
     "device": _m("device", kind="class"),
     "device_of": _m("device_of", kind="class"),
-    # --- streams and events (A1, A2) ---
+    # --- streams and events ("torch.hpu API", "Events and streams") ---
     "Stream": _mod("Stream", "device and priority ignored (one device, low priority only)", kind="class"),
     "Event": _mod("Event", "only enable_timing; blocking ignored; interprocess unsupported (no IPC)", kind="class"),
     "current_stream": _mod("current_stream", "device argument dropped"),
@@ -74,7 +75,7 @@ _TABLE: dict[str, Redirect] = {
     "stream": _m("stream"),
     "StreamContext": _m("StreamContext", kind="class"),
     "is_current_stream_capturing": _mis("is_current_stream_capturing", "no CUDA graph capture: False"),
-    # --- memory (A1, A2) ---
+    # --- memory ("torch.hpu API") ---
     "mem_get_info": _mod("mem_get_info", "device argument dropped"),
     "memory_allocated": _mod("memory_allocated", "device argument dropped"),
     "max_memory_allocated": _mod("max_memory_allocated", "device argument dropped"),
@@ -85,7 +86,7 @@ _TABLE: dict[str, Redirect] = {
     "memory_summary": _mod("memory_summary", "device argument dropped"),
     "empty_cache": _mis("empty_cache", "no-op: no need to call empty_cache on HPU"),
     "ipc_collect": _mis("ipc_collect", "no-op: no CUDA IPC on HPU"),
-    # --- RNG (A1) ---
+    # --- RNG ---
     "manual_seed": _m("manual_seed"),
     "manual_seed_all": _m("manual_seed_all"),
     "seed": _m("seed"),
@@ -93,7 +94,7 @@ _TABLE: dict[str, Redirect] = {
     "initial_seed": _m("initial_seed"),
     "get_rng_state": _mod("get_rng_state", "device argument dropped"),
     "set_rng_state": _mod("set_rng_state", "device argument dropped"),
-    # --- runtime handles with no HPU equivalent (A2) ---
+    # --- runtime handles with no HPU equivalent ---
     "cudart": _mis("cudart", "returns None: no CUDA runtime (cudaHostRegister is impossible)"),
     "nvtx": _mis("nvtx", "NVTX ranges are no-ops", kind="namespace"),
     "nvtx.range_push": _mis("nvtx_noop", "no-op"),

@@ -1,4 +1,6 @@
-"""The backend contract shared by the HPU and CPU backends."""
+"""The backend contract shared by the HPU and CPU backends: the op names of ``hpu_shim.redirects``
+that are the same everywhere, the device target CUDA devices map to, and ordinal checking.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ class BackendUnavailable(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class DeviceProperties:
-    """What CUDA code reads from ``get_device_properties``: torch.hpu only returns a str (A1)."""
+    """What CUDA code reads from ``get_device_properties``: torch.hpu only returns a str (docs/gaudi-semantics.md "torch.hpu API")."""
 
     name: str
     total_memory: int
@@ -115,7 +117,8 @@ class Backend:
 
 class _NoPinCudart:
     """What 0.3.1 - 0.3.3 need from ``cudart()``: their host allocator pins with ``cudaHostRegister``.
-    The HPU allocator cannot pin host memory (A5), so registration is skipped (success, unpinned)."""
+    The HPU backend does not pin host memory (``HpuBackend.can_pin``), so registration is skipped
+    (success, unpinned)."""
 
     def cudaHostRegister(self, ptr: int, size: int, flags: int = 0) -> int:
         warn_once("hpu_shim: cudaHostRegister skipped: host buffers stay unpinned on HPU (the Habana "

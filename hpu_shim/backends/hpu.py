@@ -1,10 +1,13 @@
 """The HPU backend: ``torch.cuda`` semantics expressed with ``torch.hpu`` and ``mark_step``.
 
-Differences honoured (``hpu_ecosystem.md``): ``torch.hpu.synchronize()`` takes no device (A1);
-in lazy mode pending ops only run after ``mark_step()`` (A3), so a CUDA ``synchronize()`` is
-``mark_step()`` followed by ``torch.hpu.synchronize()``; ``Stream`` ignores device and priority;
-``Event`` takes only ``enable_timing``; ``get_device_properties`` returns a str on HPU, so an
-object is built; there is no ``empty_cache`` and no pinned memory (A2, A5).
+Differences honoured (``docs/gaudi-semantics.md``, "torch.hpu API" and "Execution modes"):
+``torch.hpu.synchronize()`` takes no device; in lazy mode pending ops only run after ``mark_step()``,
+so a CUDA ``synchronize()`` is ``mark_step()`` followed by ``torch.hpu.synchronize()``; ``Stream``
+ignores device and priority; ``Event`` takes only ``enable_timing``; ``get_device_properties``
+returns a str on HPU, so an object is built; there is no ``empty_cache``. One HPU per process
+(``docs/architecture.md``, "Devices"): every CUDA ordinal is the process's HPU and ``set_device``
+keeps it. ``pin_memory=True`` is kept where the bridge has a pinned host allocator (builds for
+PyTorch >= 2.5) and dropped, with one log line per site, where it has none ("Pinned memory and copies").
 """
 
 from __future__ import annotations
@@ -62,7 +65,16 @@ class HpuBackend(Backend):
     module_name = "torch.hpu"
     #: every CUDA ordinal is this process's HPU (one device per process; docs/architecture.md "Devices")
     target = DeviceTarget("hpu", current=lambda: _hpu().current_device())
-    can_pin = False  # A5: the habana allocator does not pin host memory
+    @functools.cached_property
+    def can_pin(self) -> bool:  # type: ignore[override]
+        """Whether this bridge build pins host memory (builds for PyTorch >= 2.5 do; 1.18 has no pinned
+        allocator): ``docs/gaudi-semantics.md``, "Pinned memory and copies". Asked once, by trying."""
+        import torch
+
+        try:
+            return bool(torch.empty(1, pin_memory=True).is_pinned())
+        except (RuntimeError, NotImplementedError):
+            return False
     descriptions = {
         "synchronize": "habana_frameworks.torch.core.mark_step(); torch.hpu.synchronize()",
         "set_device": "no-op: the process keeps its HPU (one device per process)",
@@ -135,7 +147,7 @@ class HpuBackend(Backend):
 
     def Event(self, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
         if interprocess:
-            warn_once("hpu_shim: torch.cuda.Event(interprocess=True) on HPU: IPC events do not exist (A2); "
+            warn_once("hpu_shim: torch.cuda.Event(interprocess=True) on HPU: IPC events do not exist (docs/gaudi-semantics.md, 'torch.hpu API'); "
                       "a local event is returned and ipc_handle() will fail")
         return _hpu().Event(enable_timing=enable_timing)
 

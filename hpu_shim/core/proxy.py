@@ -88,7 +88,7 @@ class TorchProxy(_ForwardingModule):
 
 
 class HpuProxy(_ForwardingModule):
-    """``torch.hpu`` in scope: only ``get_device_properties`` changes, from a str (A1) to an object
+    """``torch.hpu`` in scope: only ``get_device_properties`` changes, from a str (docs/gaudi-semantics.md "torch.hpu API") to an object
     with ``.name``/``.total_memory``; LMCache 0.4.3 - 0.4.7 call ``.name`` on it."""
 
     def _hpu_shim_getattr(self, name: str) -> Any:

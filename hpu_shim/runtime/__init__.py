@@ -1,6 +1,9 @@
-"""Activation: the process-wide runtime that composes the redirect core, a backend and a compat profile.
+"""The runtime: the process-wide shim that composes the redirect core, a backend and a compat profile.
 
-``config`` parses ``HPU_SHIM_*`` and ``install()`` arguments; ``runtime`` owns the life cycle
-(``install``/``uninstall``/``status``), backend resolution, environment export for spawned children
-and the late-install retrofit. See ``docs/architecture.md``.
+``config`` parses ``HPU_SHIM_*`` and ``install()`` arguments; ``runtime`` holds ``Runtime``, a thin
+composition, and the public ``install``/``uninstall``/``status``/``report``/``flush_report``;
+``activation`` resolves the backend and builds a ``Session`` whole; ``environment`` exports the
+configuration to children and is the one environment sanitiser; ``retrofit`` handles in-scope
+modules imported before ``install()``; ``lifecycle`` writes the audit report at exit, on SIGTERM and
+across fork. See ``docs/architecture.md``.
 """
