@@ -166,25 +166,29 @@ class Runtime:
             self.not_redirected_lines.append(what)
             log.warning("hpu_shim cannot redirect everything in %s", what)
 
-    # ---- observation ----------------------------------------------------------------------------
     def status(self) -> dict:
-        c, red = self.config, self.session.redirector if self.session else None
-        state = "uninstalled" if not self.installed else "pending" if self.session is None else \
-            "active" if self.active else "idle"
-        return {
-            "state": state, "active": self.active, "installed": self.installed,
-            "backend": self.backend.name if self.backend else None,
-            "backend_requested": c.backend if c else None,
-            "device": self.backend.device_spec if self.backend else None,
-            "scope": list(self.scope.packages), "strict": bool(c and c.strict),
-            "config": f"scope={','.join(c.scope)} backend={c.backend} strict={int(c.strict)}" if c else None,
-            "shimmed_modules": list(self.shimmed), "late_modules": list(self.late),
-            "patched_attributes": self.patches.describe() + [f"{x} (retrofit)" for x in self.undo.labels()],
-            "tensor_cuda_class_patch": self.tensor_patch_reason, "stand_in_modules": list(self.stand_ins),
-            "not_redirected": list(self.not_redirected_lines), "compat": getattr(self.compat, "name", None),
-            "unknown_apis": [f"{api} @ {site} (x{n})" for (api, site), n in (red.unknown if red else {}).items()],
-            "pid": os.getpid(),
-        }
+        return describe(self)
+
+
+def describe(rt: Runtime) -> dict:
+    """``status()``: what is installed, patched, redirected and not redirected in this process."""
+    c, red = rt.config, rt.session.redirector if rt.session else None
+    state = "uninstalled" if not rt.installed else "pending" if rt.session is None else \
+        "active" if rt.active else "idle"
+    return {
+        "state": state, "active": rt.active, "installed": rt.installed,
+        "backend": rt.backend.name if rt.backend else None,
+        "backend_requested": c.backend if c else None,
+        "device": rt.backend.device_spec if rt.backend else None,
+        "scope": list(rt.scope.packages), "strict": bool(c and c.strict),
+        "config": f"scope={','.join(c.scope)} backend={c.backend} strict={int(c.strict)}" if c else None,
+        "shimmed_modules": list(rt.shimmed), "late_modules": list(rt.late),
+        "patched_attributes": rt.patches.describe() + [f"{x} (retrofit)" for x in rt.undo.labels()],
+        "tensor_cuda_class_patch": rt.tensor_patch_reason, "stand_in_modules": list(rt.stand_ins),
+        "not_redirected": list(rt.not_redirected_lines), "compat": getattr(rt.compat, "name", None),
+        "unknown_apis": [f"{api} @ {site} (x{n})" for (api, site), n in (red.unknown if red else {}).items()],
+        "pid": os.getpid(),
+    }
 
 
 RUNTIME = Runtime()

@@ -155,3 +155,12 @@ def test_backend_hpu_without_an_hpu_fails_the_in_scope_import_clearly(pkgs):
     """, path=[pkgs], env={"PYTHONPATH": SITE, "HPU_SHIM": "1", "HPU_SHIM_BACKEND": "hpu"})
     (r,) = proc.results
     assert r["error"] == "BackendUnavailable" and "HPU_SHIM_BACKEND=hpu requires an HPU" in r["message"]
+
+
+def test_runtime_is_a_thin_composition():
+    """Issue 12's bound: life cycle, resolution, environment, retrofit and the exit report live elsewhere."""
+    import inspect
+
+    from hpu_shim.runtime.runtime import Runtime
+
+    assert len(inspect.getsourcelines(Runtime)[0]) < 150
