@@ -51,7 +51,8 @@ matrix: setup vllm
 	$(PY) -m hpu_shim.testing.matrix --envs $(ENVS) $(LMCACHE_ALL_VERSIONS)
 
 # vLLM TTFT, miss vs hit: a ~390 MB random-weight Llama made offline (max length 16K), LMCache 0.5.6 through
-# the shim on vLLM's CPU build, a 3000-token and an 8K-token prompt (the model's max length raised to fit).
+# the shim on vLLM's CPU build, a 3000-token and an 8K-token prompt. max-model-len is twice the prompt: vLLM
+# also bounds a prompt's characters (5 per token of max length) and these prompts spend ~6 per token.
 # Writes bench-out/ttft-<tokens>.json, one per prompt (read by `make bench`, figure P6); stale ones go first.
 TTFT_PROMPTS ?= 3000 8192
 ttft: setup vllm
@@ -62,7 +63,7 @@ ttft: setup vllm
 	LMCACHE_CHUNK_SIZE=256 LMCACHE_LOCAL_CPU=True LMCACHE_MAX_LOCAL_CPU_SIZE=2 HF_HUB_OFFLINE=1 \
 	VLLM_CPU_KVCACHE_SPACE=2 HPU_SHIM_BACKEND=cpu PYTHONPATH=$(ENVS)/lmcache-0.5.6 \
 	$(PY) -m hpu_shim run -- $(PY) -m hpu_shim.testing.vllm_e2e --model .cache/prefill-llama --lmcache \
-		--max-tokens 1 --prompt-tokens $$n --max-model-len $$(( (n / 1024 + 1) * 1024 )) --warmup \
+		--max-tokens 1 --prompt-tokens $$n --max-model-len $$(( (2 * n + 1023) / 1024 * 1024 )) --warmup \
 		--ttft-json bench-out/ttft-$$n.json || exit 1; \
 	cat bench-out/ttft-$$n.json; done
 
