@@ -1,0 +1,92 @@
+"""A quick micro-benchmark of the transfer kernels against a plain memcpy of the same bytes (not a CI test).
+
+``python -m hpu_shim.transfer.microbench [--tokens 4096] [--layers 32] [--heads 8] [--dim 128]
+[--layouts kv,vllm_cpu] [--device cpu|hpu] [--rounds 5]`` runs the connector-path call shape:
+LMCache memory objects of 256 tokens (``[2, L, 256, hidden]``, one per chunk), a vLLM-style slot
+mapping (block size 128, blocks handed out by a shuffled free queue), the slot mapping on the
+cache's device. Each figure is the median over ``rounds`` of (memcpy time / kernel time), memcpy
+and kernel timed back to back, so a busy machine slows both alike. ``--device hpu`` installs the
+emulated HPU first (``PT_HPU_LAZY_MODE`` picks the mode). Prints one line per (layout, direction).
+Run it alone (``flock /tmp/hpu_shim_heavy.lock``): it allocates ~4x the payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any, Callable
+
+CHUNK, BLOCK = 256, 128
+
+
+def _paired(base: Callable[[], Any], f: Callable[[], Any], rounds: int) -> tuple[float, float]:
+    base(), f()
+    ratios, times = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        base()
+        t1 = time.perf_counter()
+        f()
+        t2 = time.perf_counter()
+        ratios.append((t1 - t0) / (t2 - t1))
+        times.append(t2 - t1)
+    return statistics.median(ratios), statistics.median(times)
+
+
+def _cache(layout: str, nb: int, layers: int, heads: int, dim: int, device: str) -> list:
+    import torch
+
+    shapes = {"kv": (nb, BLOCK, heads, dim), "5d": (2, nb, BLOCK, heads, dim), "vllm_cpu": (nb, heads, BLOCK, 2 * dim)}
+    make = lambda: torch.empty(shapes[layout], dtype=torch.bfloat16, device=device).fill_(1)  # noqa: E731
+    return [(make(), make()) if layout == "kv" else make() for _ in range(layers)]
+
+
+def run(tokens: int, layers: int, heads: int, dim: int, layouts: list[str], device: str, rounds: int) -> list[str]:
+    import torch
+
+    from hpu_shim import transfer
+
+    lines = []
+    nb = tokens // BLOCK + 16
+    order = torch.randperm(nb, generator=torch.Generator().manual_seed(0))[: -(-tokens // BLOCK)]
+    sm = (order[:, None] * BLOCK + torch.arange(BLOCK)).flatten()[:tokens].to(device)
+    starts = list(range(0, tokens, CHUNK))
+    ends = [min(s + CHUNK, tokens) for s in starts]
+    hidden = heads * dim
+    objs = [torch.ones(2, layers, CHUNK, hidden, dtype=torch.bfloat16) for _ in starts]
+    payload = 2 * layers * tokens * hidden * 2
+    src = torch.ones(payload // 2, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    memcpy = lambda: dst.copy_(src)  # noqa: E731
+    for layout in layouts:
+        cache = transfer.kv_cache(_cache(layout, nb, layers, heads, dim, device))
+        for direction, f in (("store", lambda: transfer.store(cache, sm, starts, ends, objs)),
+                             ("retrieve", lambda: transfer.retrieve(cache, objs, sm, starts, ends))):
+            ratio, seconds = _paired(memcpy, f, rounds)
+            lines.append(f"{device:>3} {layout:>8} {direction:>8} {tokens:>6} tokens x {layers} layers x {hidden}: "
+                         f"{ratio:.2f}x memcpy ({payload / seconds / 1e9:.2f} GB/s)")
+        del cache
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=4096)
+    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--layouts", default="kv,5d,vllm_cpu")
+    p.add_argument("--device", default="cpu", choices=["cpu", "hpu"])
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args(argv)
+    if a.device == "hpu":
+        from hpu_shim import testing
+
+        testing.install_emulator()
+    for line in run(a.tokens, a.layers, a.heads, a.dim, a.layouts.split(","), a.device, a.rounds):
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
