@@ -295,8 +295,9 @@ class ScopedFinder(importlib.abc.MetaPathFinder):
                     break
         finally:
             finding.discard(fullname)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec  # namespace packages and legacy loaders run unchanged
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module") or \
+                spec.origin is None and spec.submodule_search_locations is not None:
+            return spec  # namespace packages (no code) and legacy loaders run unchanged
         if not isinstance(spec.loader, _ShimLoader):
             spec.loader = _ShimLoader(spec.loader, host)
         return spec

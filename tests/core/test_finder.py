@@ -269,3 +269,13 @@ def test_doctor_names_what_cannot_be_redirected(pkgs):
     proc = subprocess.run([sys.executable, "-m", "hpu_shim", "doctor"], capture_output=True, text=True, timeout=300,
                           env=clean_env(PYTHONPATH=os.pathsep.join([str(pkgs), str(REPO)])))
     assert "cannot be redirected   lmcache.compiled: it has no source (.pyc only)" in proc.stdout, proc.stdout
+
+
+def test_namespace_packages_in_scope_are_left_alone(shim, pkgs):
+    (pkgs / "lmcache" / "ns").mkdir()  # no __init__.py: a namespace package
+    (pkgs / "lmcache" / "ns" / "mod.py").write_text("import torch\nX = torch.cuda.is_available()\n")
+    shim.install(backend="cpu")
+    import lmcache.ns.mod
+
+    st = shim.status()
+    assert lmcache.ns.mod.X is True and st["not_redirected"] == [] and st["tensor_cuda_class_patch"] is None
