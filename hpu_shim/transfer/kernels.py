@@ -118,13 +118,13 @@ def _device_store(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Ch
     fx.mark_step()  # closes the index graph: the slot mapping's raw length stays out of the transfer graph
     rows, hidden = _rows(cache, mb, tb), cache.hidden
     numel = cache.kv * cache.num_layers * rows * hidden
-    buf = torch.empty(numel + hidden, dtype=cache.dtype, device=cache.device)
-    data = buf[:numel].view(cache.kv, cache.num_layers, rows, hidden)
-    _gather_device(cache, body, tail, mb, tb, data)
-    if plan.verdict is not None:
-        buf[numel:].copy_(plan.verdict.to(cache.dtype).expand(hidden))  # the verdict rides in the one D2H copy
     nbytes = (numel + hidden) * cache.dtype.itemsize
-    with staging.lease(nbytes, fx.pinned) as stg:
+    with staging.device_lease(numel + hidden, cache.dtype, cache.device) as buf, \
+            staging.lease(nbytes, fx.pinned) as stg:
+        data = buf[:numel].view(cache.kv, cache.num_layers, rows, hidden)
+        _gather_device(cache, body, tail, mb, tb, data)
+        if plan.verdict is not None:
+            buf[numel:].copy_(plan.verdict.to(cache.dtype).expand(hidden))  # the verdict rides in the one D2H copy
         flat = stg.view(cache.dtype)
         flat.copy_(buf)  # the call's one blocking device->host copy; launches the transfer graph in lazy mode
         code = int(flat[numel].item()) if plan.verdict is not None else OK
@@ -148,13 +148,15 @@ def _device_retrieve(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks:
     fx.mark_step()  # closes the index graph
     rows, hidden = _rows(cache, mb, tb), cache.hidden
     numel = cache.kv * cache.num_layers * rows * hidden
-    with staging.lease(numel * cache.dtype.itemsize, fx.pinned) as stg:
+    with staging.device_lease(numel, cache.dtype, cache.device) as dev, \
+            staging.lease(numel * cache.dtype.itemsize, fx.pinned) as stg:
         host = stg.view(cache.dtype).view(cache.kv, cache.num_layers, rows, hidden)
         for seg in plan.segments:
             row = _row(seg, mb, cache.block_size)
             host[:, :, row: row + seg.length].copy_(srcs[seg.chunk][:, :, seg.local: seg.local + seg.length])
         _fill_padding(host, plan, mb, tb, cache.block_size)
-        src = host.to(cache.device, non_blocking=fx.pinned)  # the one host->device copy
+        src = dev.view(host.shape)
+        src.copy_(host, non_blocking=fx.pinned)  # the one host->device copy
         ok = None if plan.verdict is None else plan.verdict == OK
         _scatter_device(cache, body, tail, mb, tb, src, ok)
         verdict = None
@@ -247,34 +249,87 @@ def _scatter_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, src:
 
 # -- CPU path -------------------------------------------------------------------------------------------------
 
-def _word_types() -> tuple:
-    import torch
+_WORDS: tuple = ()
 
-    return (torch.complex128, torch.int64)
+
+def _word_types() -> tuple:
+    global _WORDS
+    if not _WORDS:
+        import torch
+
+        _WORDS = (torch.complex128, torch.int64)
+    return _WORDS
+
+
+def _as_word(t: Any, word: Any) -> Any:
+    try:
+        return t.view(word)
+    except RuntimeError:  # storage offset or row size not a multiple of the word
+        return None
 
 
 def _words(a: Any, b: Any) -> tuple[Any, Any]:
     """Both views as 16- or 8-byte words when both allow it (a bit copy moves fewer, wider elements)."""
     for word in _word_types():
-        try:
-            return a.view(word), b.view(word)
-        except RuntimeError:  # storage offset or row size not a multiple of the word
-            continue
+        wa, wb = _as_word(a, word), _as_word(b, word)
+        if wa is not None and wb is not None:
+            return wa, wb
     return a, b
 
 
-def _sub_rows(cache: KVCache, p: Plane) -> tuple[Any, int]:
-    """The plane's blocks as rows of R slots (R | BS, R * row bytes <= MAX_ROW_BYTES); cached per plane."""
-    memo = cache.__dict__.setdefault("_cpu_sub_rows", {})
-    key = id(p.blocks)
-    hit = memo.get(key)
-    if hit is None or hit[0] is not p.blocks:
-        bs, row_bytes = cache.block_size, cache.hidden * cache.dtype.itemsize * p.k
+class _Rows:
+    """Per cache: whole-block rows of R slots (R | BS, R x row bytes <= MAX_ROW_BYTES), in each word type.
+
+    ``src[word][layer][kv]`` is a ``[NB*BS/R, R*hidden]`` view of the planes with whole-block rows
+    (None for planes without). Built once per cache, so the per-call loop is index_select calls only.
+    """
+
+    def __init__(self, cache: KVCache) -> None:
+        bs, row_bytes = cache.block_size, cache.hidden * cache.dtype.itemsize
         r = bs
         while r > 1 and r * row_bytes > MAX_ROW_BYTES and r % 2 == 0:
             r //= 2
-        hit = memo[key] = (p.blocks, p.rows.view(-1, r * cache.hidden), r)
-    return hit[1], hit[2]
+        self.r, self.per = r, bs // r
+        native = [[None] * cache.kv for _ in cache.layers]
+        for li, planes in enumerate(cache.layers):
+            for p in planes:
+                if p.k == 1 and p.rows is not None:
+                    native[li][p.kv0] = p.rows.view(-1, r * cache.hidden)
+        self.src = {None: native}
+        for word in _word_types():
+            views = [[None if v is None else _as_word(v, word) for v in kvs] for kvs in native]
+            if all(v is not None for kvs, nat in zip(views, native) for v, n in zip(kvs, nat) if n is not None):
+                self.src[word] = views
+
+    def objects(self, tensor: Any) -> tuple[Any, Any]:
+        """(word type, the memory object as ``[kv, L, T/R, R*hidden]`` in it), or (None, None) if it cannot be."""
+        kv, layers, t, hidden = tensor.shape
+        if t % self.r or not tensor[0, 0].is_contiguous() or (kv > 1 and not tensor[1, 0].is_contiguous()):
+            return None, None
+        try:
+            rows = tensor.view(kv, layers, t // self.r, self.r * hidden)
+        except RuntimeError:
+            return None, None
+        for word in _word_types():
+            if word in self.src:
+                w = _as_word(rows, word)
+                if w is not None:
+                    return word, w
+        return None, rows
+
+    def ids(self, ids: Any) -> Any:
+        import torch
+
+        if self.per == 1:
+            return ids
+        return (ids[:, None] * self.per + torch.arange(self.per)).flatten()
+
+
+def _rows_of(cache: KVCache) -> _Rows:
+    rows = cache.__dict__.get("_cpu_rows")
+    if rows is None:
+        rows = cache.__dict__["_cpu_rows"] = _Rows(cache)
+    return rows
 
 
 def _block_words(cache: KVCache, p: Plane) -> tuple[Any, tuple]:
@@ -292,11 +347,10 @@ def _block_words(cache: KVCache, p: Plane) -> tuple[Any, tuple]:
         blocks = p.blocks.permute(order)
         words = blocks
         for word in _word_types():
-            try:
-                words = blocks.view(word)
+            w = _as_word(blocks, word)
+            if w is not None:
+                words = w
                 break
-            except RuntimeError:
-                continue
         hit = memo[id(p.blocks)] = (p.blocks, words, order, blocks)
     return hit[1], hit[2]
 
@@ -306,20 +360,11 @@ def _pair_words(cache: KVCache, p: Plane, other: Any) -> tuple[Any, Any]:
     src_w, order = _block_words(cache, p)
     other = other.permute(order)
     if src_w.dtype != other.dtype:
-        try:
-            return src_w, other.view(src_w.dtype)
-        except RuntimeError:  # the memory object's offset is not a multiple of the word
+        w = _as_word(other, src_w.dtype)
+        if w is None:  # the memory object's offset is not a multiple of the word
             return cache.__dict__["_cpu_block_words"][id(p.blocks)][3], other
+        return src_w, w
     return src_w, other
-
-
-def _sub_ids(ids: Any, bs: int, r: int) -> Any:
-    import torch
-
-    if r == bs:
-        return ids
-    per = bs // r
-    return (ids[:, None] * per + torch.arange(per)).flatten()
 
 
 def _runs(ids: Any) -> list[tuple[int, int, int]]:
@@ -335,60 +380,62 @@ def _runs(ids: Any) -> list[tuple[int, int, int]]:
 
 
 def _cpu_gather(cache: KVCache, plan: Plan, outs: list) -> None:
-    import torch
-
-    bs, feat = plan.block_size, cache.feat
-    for seg in plan.segments:
-        obj = outs[seg.chunk]
-        if seg.tail:
-            slots = plan.tail[seg.offset: seg.offset + seg.length]
-        else:
-            ids = plan.body[seg.offset // bs: (seg.offset + seg.length) // bs]
-        for li, planes in enumerate(cache.layers):
-            for p in planes:
-                dst = obj[p.kv0: p.kv0 + p.k, li, seg.local: seg.local + seg.length]  # [K, n, hidden]
-                if seg.tail:
-                    if p.flat is not None and dst[0].is_contiguous():
-                        src_w, dst_w = _words(p.flat, dst[0])
-                        torch.index_select(src_w, 0, slots, out=dst_w)
-                    else:
-                        got = p.blocks[slots // bs, :, slots % bs]  # [n, K, *feat]
-                        dst.view(p.k, seg.length, *feat).copy_(got.movedim(1, 0))
-                elif p.k == 1 and p.rows is not None and dst[0].is_contiguous():
-                    src_rows, r = _sub_rows(cache, p)
-                    src_w, dst_w = _words(src_rows, dst[0].view(-1, r * cache.hidden))
-                    torch.index_select(src_w, 0, _sub_ids(ids, bs, r), out=dst_w)
-                else:  # blocks that are not one row of memory: one index_select, rows as words in memory order
-                    src_w, dst_w = _pair_words(cache, p, dst.view(p.k, -1, bs, *feat).movedim(1, 0))
-                    torch.index_select(src_w, 0, ids, out=dst_w)
+    _cpu_move(cache, plan, outs, gather=True)
 
 
 def _cpu_scatter(cache: KVCache, plan: Plan, srcs: list) -> None:
+    _cpu_move(cache, plan, srcs, gather=False)
+
+
+def _cpu_move(cache: KVCache, plan: Plan, objs: list, gather: bool) -> None:
+    """Segments straight between the cache and the memory objects: whole-block rows, block runs, tokens."""
     import torch
 
-    bs, feat = plan.block_size, cache.feat
+    bs, feat, rows = plan.block_size, cache.feat, _rows_of(cache)
+    seen: dict = {}
     for seg in plan.segments:
-        obj = srcs[seg.chunk]
+        obj = objs[seg.chunk]
+        a, b = seg.local, seg.local + seg.length
         if seg.tail:
             slots = plan.tail[seg.offset: seg.offset + seg.length]
         else:
             ids = plan.body[seg.offset // bs: (seg.offset + seg.length) // bs]
-            runs = None
+            sub, runs = None, None
+            word, objw = seen[id(obj)] if id(obj) in seen else seen.setdefault(id(obj), rows.objects(obj))
+            src = rows.src.get(word) if objw is not None else None
         for li, planes in enumerate(cache.layers):
             for p in planes:
-                src = obj[p.kv0: p.kv0 + p.k, li, seg.local: seg.local + seg.length]  # [K, n, hidden]
-                if seg.tail:
-                    if p.flat is not None and src[0].is_contiguous():
-                        dst_w, src_w = _words(p.flat, src[0])
-                        dst_w.index_copy_(0, slots, src_w)
+                if not seg.tail and src is not None and src[li][p.kv0] is not None:
+                    sub = rows.ids(ids) if sub is None else sub
+                    dst = objw[p.kv0, li, a // rows.r: b // rows.r]
+                    if gather:
+                        torch.index_select(src[li][p.kv0], 0, sub, out=dst)
                     else:
-                        p.blocks[slots // bs, :, slots % bs] = src.view(p.k, seg.length, *feat).movedim(1, 0)
-                elif p.k == 1 and p.rows is not None and src[0].is_contiguous():
-                    dst_rows, r = _sub_rows(cache, p)
-                    dst_w, src_w = _words(dst_rows, src[0].view(-1, r * cache.hidden))
-                    dst_w.index_copy_(0, _sub_ids(ids, bs, r), src_w)
+                        src[li][p.kv0].index_copy_(0, sub, dst)
+                    continue
+                part = obj[p.kv0: p.kv0 + p.k, li, a:b]  # [K, n, hidden]
+                if seg.tail:
+                    _cpu_tokens(p, slots, part, bs, feat, gather)
+                elif gather:  # one index_select, rows as words in memory order
+                    src_w, dst_w = _pair_words(cache, p, part.view(p.k, -1, bs, *feat).movedim(1, 0))
+                    torch.index_select(src_w, 0, ids, out=dst_w)
                 else:  # index_copy_ into strided blocks goes element by element: one copy per run of ids
                     runs = runs if runs is not None else _runs(ids)
-                    dst_w, src_w = _pair_words(cache, p, src.view(p.k, -1, bs, *feat).movedim(1, 0))
-                    for j, b, n in runs:
-                        dst_w[b: b + n].copy_(src_w[j: j + n])
+                    dst_w, src_w = _pair_words(cache, p, part.view(p.k, -1, bs, *feat).movedim(1, 0))
+                    for j, first, n in runs:
+                        dst_w[first: first + n].copy_(src_w[j: j + n])
+
+
+def _cpu_tokens(p: Plane, slots: Any, part: Any, bs: int, feat: tuple, gather: bool) -> None:
+    import torch
+
+    if p.flat is not None and part[0].is_contiguous():
+        flat_w, part_w = _words(p.flat, part[0])
+        if gather:
+            torch.index_select(flat_w, 0, slots, out=part_w)
+        else:
+            flat_w.index_copy_(0, slots, part_w)
+    elif gather:
+        part.view(p.k, -1, *feat).copy_(p.blocks[slots // bs, :, slots % bs].movedim(1, 0))
+    else:
+        p.blocks[slots // bs, :, slots % bs] = part.view(p.k, -1, *feat).movedim(1, 0)

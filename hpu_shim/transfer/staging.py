@@ -8,9 +8,9 @@ therefore moves a batched call's KV through one staging buffer: one device<->hos
 at the buffer's first byte, and multi-threaded host copies between the buffer and the memory
 objects.
 
-Memory bound: the pool keeps **one** buffer per process, at most :data:`LIMIT` bytes (1 GiB by
-default, :func:`set_limit`), grown to the largest round seen (rounded up to a power of two, capped
-at the limit) and reused by every later call. The transfer path splits a batched call whose
+Memory bound: the pool keeps **one** host buffer and **one** device buffer per process, each at
+most :data:`LIMIT` bytes (1 GiB by default, :func:`set_limit`), grown to the largest round seen
+(rounded up to a power of two, capped at the limit) and reused by every later call. The transfer path splits a batched call whose
 payload exceeds the limit into rounds of whole chunks (each round: its own index graph, transfer
 graph and sync); a single chunk larger than the limit, or a call made while another thread holds
 the buffer, gets a temporary buffer that is freed when the call ends. Plus one 64-byte buffer for
@@ -23,7 +23,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["LIMIT", "set_limit", "lease", "verdict_buffer", "retained_bytes"]
+__all__ = ["LIMIT", "set_limit", "lease", "device_lease", "verdict_buffer", "retained_bytes", "retained_device_bytes"]
 
 #: Most bytes the pool keeps between calls.
 LIMIT = 1 << 30
@@ -36,13 +36,16 @@ _verdict = threading.local()  # one small buffer per thread: verdicts of concurr
 
 def set_limit(nbytes: int) -> None:
     """Change the retained-buffer bound (drops the current buffer if it is larger)."""
-    global LIMIT, _buffer
+    global LIMIT, _buffer, _device_buffer
     if int(nbytes) < 0:
         raise ValueError(f"staging limit must be >= 0 bytes, got {nbytes}")
     with _lock:
         LIMIT = int(nbytes)
         if _buffer is not None and _buffer.numel() > LIMIT and not _busy:
             _buffer = None
+        if (_device_buffer is not None and _device_buffer.numel() * _device_buffer.dtype.itemsize > LIMIT
+                and not _device_busy):
+            _device_buffer = None
 
 
 def retained_bytes() -> int:
@@ -79,6 +82,45 @@ def lease(nbytes: int, pinned: bool) -> Iterator[Any]:
         if take:
             with _lock:
                 _busy = False
+
+
+_device_buffer: Any = None
+_device_busy = False
+
+
+@contextmanager
+def device_lease(numel: int, dtype: Any, device: Any) -> Iterator[Any]:
+    """A device tensor of ``numel`` elements of ``dtype`` for one call: the device side of the staging.
+
+    Kept between calls under the same bound as the host buffer (one buffer, <= LIMIT bytes), so a
+    batched call does not allocate (and, on an emulated device, page-fault) its scratch each time.
+    """
+    import torch
+
+    global _device_buffer, _device_busy
+    nbytes = int(numel) * dtype.itemsize
+    take = False
+    with _lock:
+        if not _device_busy and nbytes <= LIMIT:
+            take = _device_busy = True
+            buf = _device_buffer
+            if buf is None or buf.dtype != dtype or buf.device != device or buf.numel() < numel:
+                _device_buffer = None
+                size = min(LIMIT // dtype.itemsize, 1 << max(int(numel) - 1, 0).bit_length())
+                _device_buffer = buf = torch.empty(max(size, int(numel), 1), dtype=dtype, device=device)
+    if not take:
+        buf = torch.empty(max(int(numel), 1), dtype=dtype, device=device)
+    try:
+        yield buf[: int(numel)]
+    finally:
+        if take:
+            with _lock:
+                _device_busy = False
+
+
+def retained_device_bytes() -> int:
+    with _lock:
+        return 0 if _device_buffer is None else _device_buffer.numel() * _device_buffer.dtype.itemsize
 
 
 def verdict_buffer(pinned: bool) -> Any:

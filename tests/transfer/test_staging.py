@@ -67,3 +67,17 @@ def test_verdict_buffers_are_per_thread():
     t.start()
     t.join()
     assert other[0] is not mine
+
+
+def test_device_buffer_is_reused_and_bounded_like_the_host_one(limit):
+    import torch
+
+    with staging.device_lease(100, torch.float16, torch.device("cpu")) as a:
+        first = a.data_ptr()
+        assert a.numel() == 100 and a.dtype == torch.float16
+    with staging.device_lease(60, torch.float16, torch.device("cpu")) as b:
+        assert b.data_ptr() == first
+    assert staging.retained_device_bytes() == 256  # 128 elements of 2 bytes: a power of two
+    with staging.device_lease(limit, torch.float16, torch.device("cpu")) as big:  # 2 x limit bytes: temporary
+        assert big.numel() == limit
+    assert staging.retained_device_bytes() <= limit
