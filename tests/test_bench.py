@@ -1,6 +1,6 @@
 """``python -m hpu_shim bench``: the harness runs end to end at smoke sizes and reports every row with
-its mode and path, a missing prerequisite is a FAIL row (never a skip), the benchmark page is the
-rendering of its JSON, and the kernel behind the extra P2 row (``kv_transfer``'s whole-block path) is exact.
+its mode and path, a missing prerequisite is a FAIL row (never a skip), and the benchmark page is the
+rendering of its JSON. (The kernels behind the extra P2 row are tested in tests/transfer/.)
 
 The figures themselves are not asserted: they are timings on shared, noisy machines.
 """
@@ -15,11 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from _helpers import REPO, clean_env, run_py
+from _helpers import REPO, clean_env
 from hpu_shim.bench import _proc, config, p1_syncs, p2_throughput, readme, report
-from hpu_shim.transfer import kv_transfer
 
 ENVS = Path(os.environ.get("HPU_SHIM_ENVS", REPO / ".envs"))
 SMOKE = config.SMOKE
@@ -28,8 +26,9 @@ SMOKE = config.SMOKE
 SMOKE_ROWS = [
     *[("P1", f"syncs per batched {phase}, {report.size(t)} tokens") for _ in SMOKE.p1_releases
       for t in SMOKE.p1_tokens for phase in ("store", "retrieve")],
-    *[("G", f"{kind}-graph signatures ({mode}), slot mapping on the {where}")
-      for mode in ("lazy", "eager") for where in ("device", "host") for kind in ("transfer", "index")],
+    *[("G", f"{kind}-graph signatures (lazy), slot mapping on the {where}")
+      for where in ("device", "host") for kind in ("transfer", "index")],
+    *[("G", f"compiles (eager), slot mapping on the {where}") for where in ("device", "host")],
     *[("P2", f"{d} ({p2_throughput.DIRECTIONS[d]}), {report.size(t)} tokens") for _ in SMOKE.p2_platforms
       for t in SMOKE.p2_tokens for d in ("store", "retrieve")],
     ("P2", "store kernel only"), ("P2", "retrieve kernel only"),
@@ -100,9 +99,19 @@ def test_generated_page_is_the_rendering_of_the_json(smoke):
     _, out, doc = smoke
     assert (out / "README.md").read_text() == readme.render(doc)
     table = (out / "readme-table.md").read_text()
-    assert table.strip() == readme.readme_table(doc) and table.count("\n") == len(doc["rows"]) + 2
-    for row in doc["rows"]:
-        assert row["figure"] in table and row["mode"] in table
+    assert table.strip() == readme.readme_table(doc)
+    for row in doc["rows"]:  # every row is in the README table, merged with its other sizes
+        assert readme._SIZE.sub("", row["figure"]) in table and row["mode"] in table and row["path"] in table
+    assert readme.README_BEGIN in (out / "README.md").read_text()
+
+
+def test_readme_table_merges_sizes_and_keeps_the_worst_result():
+    rows = [report.Row("P2", f"store (device -> host), {n} tokens = 0.50 GiB", f"v{n}", "t", s, "m", "p")
+            for n, s in (("4K", "PASS"), ("16K", "FAIL"))] + [report.Row("P5", "import", "1.0x", "t", "PASS", "m", "p")]
+    doc = {"machine": {"cpu": "cpu", "cores": 2, "ram_gib": 8}, "rows": [dataclasses.asdict(r) for r in rows]}
+    lines = readme.readme_table(doc).splitlines()
+    assert len(lines) == 4 and "| store (device -> host) |" in lines[2] and "4K: v4K; 16K: v16K" in lines[2]
+    assert lines[2].endswith("| FAIL |") and lines[3].endswith("| PASS |") and "cpu, 2 cores, 8 GiB" in lines[3]
 
 
 def test_missing_prerequisites_are_fail_rows_that_say_what_to_run(tmp_path):
@@ -159,106 +168,3 @@ def test_plot_is_skipped_with_a_message_without_matplotlib(tmp_path, monkeypatch
     point = {"platform": "cpu", "tokens": 4096, "rates": {"memcpy_store": 10.0, "shim_store": 8.0}}
     message = report.plot_throughput(tmp_path / "t.png", [point], "shape")
     assert "matplotlib is not installed" in message and not (tmp_path / "t.png").exists()
-
-
-# -- the whole-block path of kv_transfer, which P2 measures -------------------------------------------
-
-NB, BS, LAYERS = 24, 128, 3
-
-
-def _kv(layout: str, dtype, device: str) -> list:
-    g = torch.Generator().manual_seed(1)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=g).to(dtype).to(device)
-
-    if layout == "5d":
-        return [rnd(2, NB, BS, 1, 6) for _ in range(LAYERS)]
-    if layout == "kv_tuple":
-        return [(rnd(NB, BS, 2, 16), rnd(NB, BS, 2, 16)) for _ in range(LAYERS)]
-    if layout == "mla-odd-offset":  # rows cannot be viewed as int64 words: the same-dtype fallback
-        return [rnd(NB * BS * 24 + 1)[1:].view(NB * BS, 24) for _ in range(LAYERS)]
-    return [rnd(NB, BS, 24) for _ in range(LAYERS)]  # mla
-
-
-def _slots(kind: str) -> tuple[torch.Tensor, list[int], list[int]]:
-    order = torch.randperm(NB, generator=torch.Generator().manual_seed(2))
-    runs = (order[:, None] * BS + torch.arange(BS)).flatten()
-    if kind == "blocks":  # vLLM: whole blocks, two chunks
-        return runs, [0, 256], [256, 1024]
-    if kind == "blocks+tail":  # a partial last block
-        return runs, [0, 512], [512, 1000]
-    if kind == "unaligned":  # starts inside a block: per token
-        return runs[100:], [0], [700]
-    return torch.randperm(NB * BS, generator=torch.Generator().manual_seed(3)), [0, 300], [300, 650]
-
-
-#: (layout, dtype, slots, rows per index entry the plan must pick)
-CASES = [(layout, dtype, kind, rows)
-         for layout, dtype in (("5d", "bfloat16"), ("kv_tuple", "float16"), ("mla", "float32"),
-                               ("mla-odd-offset", "bfloat16"))
-         for kind, rows in (("blocks", 128), ("blocks+tail", 128), ("unaligned", 1), ("random", 1))]
-
-
-def check_case(device: str, layout: str, dtype_name: str, kind: str, rows: int) -> None:
-    """gather and scatter through the plan: exact, the slots only, nothing past n."""
-    dtype = getattr(torch, dtype_name)
-    kv = _kv(layout, dtype, device)
-    _, layers = kv_transfer.normalize(kv, use_mla=layout.startswith("mla"))
-    slots, starts, ends = _slots(kind)
-    index = torch.cat([slots[s:e] for s, e in zip(starts, ends)])
-    assert kv_transfer._plan(slots, starts, ends, layers).rows == rows
-    before = [[v.cpu().clone() for v in views] for views in layers]
-    want = torch.stack([torch.stack([v[index] for v in views]) for views in before], dim=1)
-
-    got = kv_transfer.gather(layers, slots, starts, ends, lambda: None)
-    assert got.device.type == "cpu" and torch.equal(got, want)
-    out = torch.full((want.shape[0], LAYERS, index.numel() + 3, want.shape[-1]), 7, dtype=dtype)
-    assert torch.equal(kv_transfer.gather(layers, slots, starts, ends, lambda: None, out=out), want)
-    assert bool((out[:, :, index.numel():] == 7).all())  # nothing written past n
-    with pytest.raises(ValueError, match="out"):
-        kv_transfer.gather(layers, slots, starts, ends, lambda: None, out=out[:, :, :10])
-    objs = [torch.zeros(want.shape[0], LAYERS, 800, want.shape[-1], dtype=dtype) for _ in starts]  # per chunk
-    for view, obj, s, e in zip(kv_transfer.gather(layers, slots, starts, ends, lambda: None, out=objs), objs,
-                               starts, ends):
-        assert torch.equal(view, want[:, :, s - starts[0]: e - starts[0]]) and not obj[:, :, e - s:].any()
-
-    for source in ("one", "per chunk"):
-        new = torch.randn(want.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
-        host = new if source == "one" else [new[:, :, s - starts[0]: e - starts[0]].clone()
-                                            for s, e in zip(starts, ends)]
-        kv_transfer.scatter(layers, host, slots, starts, ends, lambda: None, lambda: None)
-        for li, views in enumerate(layers):
-            for ki, view in enumerate(views):
-                expected = before[li][ki].clone()
-                expected[index] = new[ki, li]
-                assert torch.equal(view.cpu(), expected), (source, li, ki)  # the slots, and nothing else
-
-
-@pytest.mark.parametrize("layout, dtype, kind, rows", CASES)
-def test_block_path_is_exact_on_cpu(layout, dtype, kind, rows):
-    check_case("cpu", layout, dtype, kind, rows)
-
-
-def run_on_the_emulator() -> None:
-    """Every case on the emulated HPU, and a device slot mapping is never read on the host."""
-    from hpu_shim import testing
-
-    for case in CASES:
-        check_case("hpu", *case)
-    _, layers = kv_transfer.normalize(_kv("kv_tuple", torch.bfloat16, "hpu"))
-    slots, starts, ends = _slots("blocks")
-    device_slots = slots.to("hpu")
-    with testing.count() as c:
-        plan = kv_transfer._plan(device_slots, starts, ends, layers)
-    assert plan.rows == 1 and c.d2h_copies == 0
-
-
-def test_block_path_is_exact_on_the_emulated_hpu():
-    # A fresh interpreter: the emulator cannot be uninstalled, and later test modules expect a plain torch.
-    run_py("""
-        from hpu_shim import testing
-        testing.install_emulator()
-        import test_bench
-        test_bench.run_on_the_emulator()
-    """, path=[REPO / "tests"], env={"PT_HPU_LAZY_MODE": "1"}, timeout=300)

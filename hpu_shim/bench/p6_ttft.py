@@ -38,7 +38,8 @@ def _row(path: Path) -> tuple[Row, dict]:
     hits = data.get("hit_cached_tokens")
     figure = f"{FIGURE}, {tokens}-token prompt" if tokens else FIGURE
     value = f"{ratio:.2f}x (miss {miss:.3f} s, hit {hit:.3f} s" + (f", {hits} tokens from LMCache" if hits else "")
-    value += ")"
+    load = data.get("loadavg")
+    value += f"; load average {load[0][0]:.1f} -> {load[1][0]:.1f})" if load else ")"
     return Row("P6", figure, value, "report it", "INFO", mode=MODE, path=PATH, machine=str(machine or "?")), data
 
 

@@ -5,9 +5,10 @@
 Run it in a fresh interpreter with the environment under test (``HPU_SHIM=1 HPU_SHIM_BACKEND=cpu``
 and ``PYTHONPATH=<sitecustomize>:<lmcache>``, or without the shim). Round 1 stores, round 2
 should retrieve from LMCache (prefix caching is off, so every cached token came from LMCache).
-Emits its result through ``hpu_shim.testing.results`` (a file, never shared stdout): per round the greedy token ids, ``num_cached_tokens`` and the wall time
-(with ``--max-tokens 1`` that is the time to first token). vLLM's EngineCore and worker processes are always killed before exit: they can
-outlive a hard exit and hold gigabytes.
+Emits its result through ``hpu_shim.testing.results`` (a file, never shared stdout): per round the
+greedy token ids, ``num_cached_tokens`` and the wall time (with ``--max-tokens 1`` that is the time
+to first token), and the load average around the rounds. vLLM's EngineCore and worker processes are
+always killed before exit: they can outlive a hard exit and hold gigabytes.
 """
 
 from __future__ import annotations
@@ -59,13 +60,13 @@ def _run(args: argparse.Namespace) -> dict:
     params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, ignore_eos=True)
     if args.warmup:  # a different prompt first, so that the measured rounds pay no one-off costs
         llm.generate([prompt(args.prompt_tokens, vocab=vocab, seed=99)], params, use_tqdm=False)
-    rounds = []
+    rounds, load = [], os.getloadavg()
     for _ in range(args.rounds):  # one request per round; with max_tokens=1 the wall time is the TTFT
         t0 = time.perf_counter()
         out = llm.generate([text], params, use_tqdm=False)[0]
         rounds.append({"seconds": time.perf_counter() - t0, "prompt_tokens": len(out.prompt_token_ids),
                        "num_cached_tokens": out.num_cached_tokens, "output": list(out.outputs[0].token_ids)})
-    return {"llm_init_s": built, "lmcache": args.lmcache, "rounds": rounds}
+    return {"llm_init_s": built, "lmcache": args.lmcache, "rounds": rounds, "loadavg": [load, os.getloadavg()]}
 
 
 def _machine() -> str:
@@ -81,7 +82,8 @@ def _write_ttft(path: str, result: dict) -> None:
     miss, hit = result["rounds"][0], result["rounds"][1]
     figures = {"miss_s": miss["seconds"], "hit_s": hit["seconds"], "ratio": miss["seconds"] / hit["seconds"],
                "prompt_tokens": miss["prompt_tokens"], "hit_cached_tokens": hit["num_cached_tokens"],
-               "miss_cached_tokens": miss["num_cached_tokens"], "machine": _machine()}
+               "miss_cached_tokens": miss["num_cached_tokens"], "machine": _machine(),
+               "loadavg": result.get("loadavg")}  # a shared machine's load makes TTFT noisy: say how busy it was
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(figures, fh, indent=1)
