@@ -129,3 +129,16 @@ def test_redis_close_returns_and_without_the_fix_it_never_does(handoff, version)
     assert ok(runs["_produce"]["main-redis"])["close_returned"]
     control = ok(runs["control-close-redis"])
     assert control["close_returned"] is False, control["close_s"]
+
+
+@pytest.mark.parametrize("version", FAULT_RELEASES)
+def test_bare_fs_url_stores_and_hits_and_without_the_fix_drops_every_chunk(handoff, version):
+    """fs:///PATH: with the fix the chunks are stored and found; without it LMCache has no remote
+    backend at all (its parser asserts a host), drops every chunk and still logs them stored."""
+    runs = handoff(version)
+    stored = ok(runs["_produce"]["bare-fs-url"])
+    assert stored["spec"]["url"].startswith("fs:///") and stored["remote_hit"] == TOKENS
+    got = ok(runs["bare-fs-url"])
+    assert got["hit"] == got["retrieved"] == TOKENS and got["equals_expected"] is True
+    control = ok(runs["_produce"]["control-bare-fs-url"])
+    assert control["remote_hit"] == 0, control

@@ -79,6 +79,7 @@ WITHOUT = {
                ("contains", "batched_contains", "get_blocking", "batched_get_blocking", "close")),
     "lm_socket": ("lmcache.v1.storage_backend.connector.lm_connector", "LMCServerConnector", ("__init__",)),
     "close": ("lmcache.v1.storage_backend.job_executor.pq_executor", "AsyncPQExecutor", ("shutdown",)),
+    "fs_url": ("lmcache.v1.storage_backend.connector.fs_adapter", None, ("parse_remote_url",)),
 }
 
 
@@ -96,14 +97,16 @@ class _Without:
 
         for name in self.names:
             module, cls_name, attrs = WITHOUT[name]
-            cls = getattr(importlib.import_module(module), cls_name)
+            owner = importlib.import_module(module)
+            cls = getattr(owner, cls_name) if cls_name else owner
             for attr in attrs:
-                if attr not in cls.__dict__:  # e.g. batched_contains before LMCache 0.4
+                if attr not in vars(cls):  # e.g. batched_contains before LMCache 0.4
                     continue
-                patched = cls.__dict__[attr]
+                patched = vars(cls)[attr]
                 original = getattr(patched, "__wrapped__", None)
                 if original is None:
-                    raise RuntimeError(f"{cls_name}.{attr} is not patched by hpu_shim: nothing to undo for {name!r}")
+                    raise RuntimeError(f"{cls_name or module}.{attr} is not patched by hpu_shim: nothing to undo "
+                                       f"for {name!r}")
                 self.saved.append((cls, attr, patched))
                 setattr(cls, attr, original)
         return self

@@ -91,6 +91,11 @@ def plan(version: str, faults: bool) -> tuple[dict[str, dict], list[ConsumerSpec
     for i, how in enumerate(("truncate", "delete", "header", "payload"), start=1):
         produce[f"file-{how}"] = {"backend": "fs", "seed": i, "layout": layout}
         consume.append(ConsumerSpec(f"file-{how}", "fs", f"file-{how}", damage=how))
+    # fs:///PATH, the form shared-filesystem guides write (LMCache's parser wants fs://host:port/PATH).
+    produce["bare-fs-url"] = {"backend": "fs", "seed": 20, "layout": layout, "url_form": "bare"}
+    consume.append(ConsumerSpec("bare-fs-url", "fs", "bare-fs-url", {"url_form": "bare"}))
+    produce["control-bare-fs-url"] = {"backend": "fs", "seed": 21, "layout": layout, "url_form": "bare",
+                                      "without": ["fs_url"], "flush_timeout": 3.0}
     # Another model under the same model name: more / fewer layers than the decode node's 4.
     produce["model-6-layers"] = {"backend": "fs", "seed": 10, "layout": layout, "num_layers": 6}
     produce["model-2-layers"] = {"backend": "fs", "seed": 11, "layout": layout, "num_layers": 2}
@@ -115,6 +120,11 @@ def plan(version: str, faults: bool) -> tuple[dict[str, dict], list[ConsumerSpec
 
 def _fs_dir(url: str) -> str:
     return url.split("localhost:0", 1)[1] if "localhost:0" in url else url[len("fs://"):]
+
+
+def _url(server: Any, form: str | None) -> str:
+    """The server's URL, or for ``fs`` with ``form="bare"`` the ``fs:///PATH`` spelling of it."""
+    return "fs://" + _fs_dir(server.url) if form == "bare" else server.url
 
 
 def damage(store_dir: str, chunk_key: str, how: str) -> str:
@@ -148,8 +158,9 @@ def run_release(version: str, envs: str, workdir: str, faults: bool = True, time
         # LMCache's server imports while the producer does; the producer polls until it accepts.
         servers = {b: stack.enter_context(hetero_servers.start(b, workdir, release, ready=False)) for b in BACKENDS}
         refs = {name: os.path.join(workdir, f"ref-{name}.pt") for name in produce}
-        pspecs = [dict(role="produce", url=servers[d["backend"]].url, reference=refs[name],
-                       block_size=16, **{k: v for k, v in d.items() if k != "backend"}) for name, d in produce.items()]
+        pspecs = [dict(role="produce", url=_url(servers[d["backend"]], d.get("url_form")), reference=refs[name],
+                       block_size=16, **{k: v for k, v in d.items() if k not in ("backend", "url_form")})
+                  for name, d in produce.items()]
         t0 = time.perf_counter()
         child = run_child([sys.executable, "-m", "hpu_shim.testing.hetero", json.dumps(pspecs)],
                           env=env_for(version, envs, "produce"), timeout=timeout)
@@ -172,9 +183,11 @@ def run_release(version: str, envs: str, workdir: str, faults: bool = True, time
         cspecs = []
         for c in consume:
             pspec = produce[c.producer]
-            spec = dict(role="consume", url=servers[c.backend].url, reference=refs[c.producer], layout="kv_tuple",
-                        block_size=128, seed=pspec["seed"], server_pid=servers[c.backend].pid)
-            spec.update(c.spec)
+            extra = dict(c.spec)
+            spec = dict(role="consume", url=_url(servers[c.backend], extra.pop("url_form", None)),
+                        reference=refs[c.producer], layout="kv_tuple", block_size=128, seed=pspec["seed"],
+                        server_pid=servers[c.backend].pid)
+            spec.update(extra)
             cspecs.append(spec)
         t0 = time.perf_counter()
         child = run_child([sys.executable, "-m", "hpu_shim.testing.hetero", json.dumps(cspecs)],
