@@ -340,7 +340,8 @@ def _block_words(cache: KVCache, p: Plane) -> tuple[Any, tuple]:
     elements instead of a few hundred (8x faster for vLLM-CPU's 256-byte head rows).
     """
     memo = cache.__dict__.setdefault("_cpu_block_words", {})
-    hit = memo.get(id(p.blocks))
+    key = id(p.blocks)
+    hit = memo.get(key)
     if hit is None or hit[0] is not p.blocks:
         strides = p.blocks.stride()
         order = (0, *sorted(range(1, p.blocks.dim()), key=lambda d: -strides[d]))
@@ -351,7 +352,7 @@ def _block_words(cache: KVCache, p: Plane) -> tuple[Any, tuple]:
             if w is not None:
                 words = w
                 break
-        hit = memo[id(p.blocks)] = (p.blocks, words, order, blocks)
+        hit = memo[key] = (p.blocks, words, order, blocks)
     return hit[1], hit[2]
 
 
@@ -377,6 +378,30 @@ def _runs(ids: Any) -> list[tuple[int, int, int]]:
     ends = starts[1:] + [n]
     first = ids[starts].tolist() if len(starts) > 1 else [int(ids[0])]
     return [(s, f, e - s) for s, f, e in zip(starts, first, ends)]
+
+
+#: ATen's parallel grain: a copy of more elements opens a parallel region, one of fewer runs on the caller's thread.
+_GRAIN = 32768
+
+
+def _serial_copy(dst: Any, src: Any) -> None:
+    """``dst.copy_(src)`` in pieces under ATen's grain, for copies that read 256-byte rows from far apart.
+
+    Such a copy (the cache side in memory order, the memory object's head rows strided) walks its
+    output in order and reads scattered; split over threads it was 4-10x slower than on one thread
+    on a loaded 2-core machine (each parallel region waits for a descheduled worker), so it is
+    issued as pieces of at most ``_GRAIN`` elements, each on the calling thread.
+    """
+    if dst.numel() <= _GRAIN or dst.dim() == 0:
+        dst.copy_(src)
+        return
+    n = dst.shape[0]
+    if n > 1:
+        step = max(1, n * _GRAIN // dst.numel())
+        for i in range(0, n, step):
+            _serial_copy(dst[i: i + step], src[i: i + step])
+    else:
+        _serial_copy(dst[0], src[0])
 
 
 def _cpu_gather(cache: KVCache, plan: Plan, outs: list) -> None:
@@ -419,11 +444,11 @@ def _cpu_move(cache: KVCache, plan: Plan, objs: list, gather: bool) -> None:
                 elif gather:  # one index_select, rows as words in memory order
                     src_w, dst_w = _pair_words(cache, p, part.view(p.k, -1, bs, *feat).movedim(1, 0))
                     torch.index_select(src_w, 0, ids, out=dst_w)
-                else:  # index_copy_ into strided blocks goes element by element: one copy per run of ids
+                else:  # index_copy_ into strided blocks goes element by element: copies of runs of ids
                     runs = runs if runs is not None else _runs(ids)
                     dst_w, src_w = _pair_words(cache, p, part.view(p.k, -1, bs, *feat).movedim(1, 0))
                     for j, first, n in runs:
-                        dst_w[first: first + n].copy_(src_w[j: j + n])
+                        _serial_copy(dst_w[first: first + n], src_w[j: j + n])
 
 
 def _cpu_tokens(p: Plane, slots: Any, part: Any, bs: int, feat: tuple, gather: bool) -> None:

@@ -3,8 +3,8 @@
 ``python -m hpu_shim.transfer.microbench [--tokens 4096] [--layers 32] [--heads 8] [--dim 128]
 [--layouts kv,vllm_cpu] [--device cpu|hpu] [--rounds 5]`` runs the connector-path call shape:
 LMCache memory objects of 256 tokens (``[2, L, 256, hidden]``, one per chunk), a vLLM-style slot
-mapping (block size 128, blocks handed out by a shuffled free queue), the slot mapping on the
-cache's device. Each figure is the median over ``rounds`` of (memcpy time / kernel time), memcpy
+mapping (block size 128; ``--order shuffled``: blocks in no order, as after frees; ``fresh``:
+consecutive blocks, as a fresh request gets them), the slot mapping on the cache's device. Each figure is the median over ``rounds`` of (memcpy time / kernel time), memcpy
 and kernel timed back to back, so a busy machine slows both alike. ``--device hpu`` installs the
 emulated HPU first (``PT_HPU_LAZY_MODE`` picks the mode). Prints one line per (layout, direction).
 Run it alone (``flock /tmp/hpu_shim_heavy.lock``): it allocates ~4x the payload.
@@ -42,15 +42,20 @@ def _cache(layout: str, nb: int, layers: int, heads: int, dim: int, device: str)
     return [(make(), make()) if layout == "kv" else make() for _ in range(layers)]
 
 
-def run(tokens: int, layers: int, heads: int, dim: int, layouts: list[str], device: str, rounds: int) -> list[str]:
+def run(tokens: int, layers: int, heads: int, dim: int, layouts: list[str], device: str, rounds: int,
+        order: str = "shuffled") -> list[str]:
     import torch
 
     from hpu_shim import transfer
 
     lines = []
     nb = tokens // BLOCK + 16
-    order = torch.randperm(nb, generator=torch.Generator().manual_seed(0))[: -(-tokens // BLOCK)]
-    sm = (order[:, None] * BLOCK + torch.arange(BLOCK)).flatten()[:tokens].to(device)
+    need = -(-tokens // BLOCK)
+    if order == "fresh":  # a fresh request: vLLM's free queue hands out consecutive ascending blocks
+        ids = torch.arange(need) + 3
+    else:  # after frees and reuse: blocks in no particular order
+        ids = torch.randperm(nb, generator=torch.Generator().manual_seed(0))[:need]
+    sm = (ids[:, None] * BLOCK + torch.arange(BLOCK)).flatten()[:tokens].to(device)
     starts = list(range(0, tokens, CHUNK))
     ends = [min(s + CHUNK, tokens) for s in starts]
     hidden = heads * dim
@@ -64,7 +69,7 @@ def run(tokens: int, layers: int, heads: int, dim: int, layouts: list[str], devi
         for direction, f in (("store", lambda: transfer.store(cache, sm, starts, ends, objs)),
                              ("retrieve", lambda: transfer.retrieve(cache, objs, sm, starts, ends))):
             ratio, seconds = _paired(memcpy, f, rounds)
-            lines.append(f"{device:>3} {layout:>8} {direction:>8} {tokens:>6} tokens x {layers} layers x {hidden}: "
+            lines.append(f"{device:>3} {layout:>8} {order:>8} {direction:>8} {tokens:>6} tokens x {layers} layers x {hidden}: "
                          f"{ratio:.2f}x memcpy ({payload / seconds / 1e9:.2f} GB/s)")
         del cache
     return lines
@@ -79,12 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layouts", default="kv,5d,vllm_cpu")
     p.add_argument("--device", default="cpu", choices=["cpu", "hpu"])
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--order", default="shuffled", choices=["shuffled", "fresh"])
     a = p.parse_args(argv)
     if a.device == "hpu":
         from hpu_shim import testing
 
         testing.install_emulator()
-    for line in run(a.tokens, a.layers, a.heads, a.dim, a.layouts.split(","), a.device, a.rounds):
+    for line in run(a.tokens, a.layers, a.heads, a.dim, a.layouts.split(","), a.device, a.rounds, a.order):
         print(line, flush=True)
 
 
