@@ -17,7 +17,7 @@ __all__ = ["main"]
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import diagnose, render
 
-    rows = diagnose()
+    rows = diagnose(args)
     print(render(rows))
     return 1 if any(level == "error" for *_, level in rows) else 0
 
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("doctor", help="report versions, devices and the configuration that would apply")
+    from .doctor import add_arguments  # HETERO: --model/--kv-shape/--dtype/--world-size/--no-keys
+
+    add_arguments(p)
     p.set_defaults(func=_cmd_doctor)
     p = sub.add_parser("report", help="print the merged redirect audit from HPU_SHIM_REPORT files")
     p.add_argument("path", nargs="?", help="JSON-lines file (default: $HPU_SHIM_REPORT)")

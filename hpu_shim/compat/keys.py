@@ -161,6 +161,8 @@ def probe(model_name: str, world_size: int, dtype: str, kv_shape: tuple) -> dict
         "hash_algorithm": getattr(config, "pre_caching_hash_algorithm", "builtin"),
         "hash_func": getattr(func, "__qualname__", repr(func)),
         "hash_fixed": getattr(func, "__hpu_shim__", None) is not None,
+        # <= 0.3.x hash (prefix, tokens, None); >= 0.4 canonicalise None away first
+        "hashes_none": not hasattr(td.TokenDatabase, "_canonicalize_hash_inputs"),
         "none_hash": getattr(td, "NONE_HASH", None),
         "chunk_size": config.chunk_size,
         "save_unfull_chunk": getattr(config, "save_unfull_chunk", None),
