@@ -196,16 +196,57 @@ def _fill_padding(host: Any, plan: Plan, mb: int, tb: int, bs: int) -> None:
         host[:, :, base + t: base + tb].copy_(host[:, :, base + t - 1: base + t].expand(-1, -1, tb - t, -1))
 
 
+def _device_rows(cache: KVCache) -> tuple[list, int, Any]:
+    """Whole-block rows on the device as ``[NB*per, BS/per*hidden]`` int32 words where they divide; cached.
+
+    Same bytes, fewer and wider elements: no float64/complex view on an HPU, but int32 is an HPU
+    dtype. Rows are split like the CPU path's (<= MAX_ROW_BYTES), which the bridge does not mind
+    and which keeps a host-executed index op (the emulated HPU) off ATen's one-thread-per-row path.
+    """
+    import torch
+
+    hit = cache.__dict__.get("_device_rows")
+    if hit is None:
+        r = _rows_of(cache).r
+        per = cache.block_size // r
+        word = torch.int32 if (r * cache.hidden * cache.dtype.itemsize) % 4 == 0 and cache.dtype.itemsize < 4 else None
+        views = [[None] * cache.kv for _ in cache.layers]
+        for li, planes in enumerate(cache.layers):
+            for p in planes:
+                if p.k == 1 and p.rows is not None:
+                    v = p.rows.view(-1, r * cache.hidden)
+                    views[li][p.kv0] = v.view(word) if word is not None and _as_word(v, word) is not None else v
+        hit = cache.__dict__["_device_rows"] = (views, per, word)
+    return hit
+
+
+def _device_ids(body: Any, per: int) -> Any:
+    import torch
+
+    if per == 1:
+        return body
+    return (body[:, None] * per + torch.arange(per, device=body.device)).flatten()
+
+
+def _row_view(t: Any, like: Any) -> Any:
+    """``t`` (``[rows, hidden]`` of the cache dtype) as rows shaped and typed like ``like``."""
+    t = t.reshape(-1, like.shape[1] * like.element_size() // t.element_size())
+    return t if t.dtype == like.dtype else t.view(like.dtype)
+
+
 def _gather_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, data: Any) -> None:
     import torch
 
     bs, feat = cache.block_size, cache.feat
+    views, per, _ = _device_rows(cache)
+    sub = _device_ids(body, per) if mb else None
     for li, planes in enumerate(cache.layers):
         for p in planes:
             dst = data[p.kv0: p.kv0 + p.k, li]  # [K, rows, hidden]
             if mb:
-                if p.k == 1 and p.rows is not None:
-                    torch.index_select(p.rows, 0, body, out=dst[0, : mb * bs].view(mb, -1))
+                if views[li][p.kv0] is not None:
+                    src = views[li][p.kv0]
+                    torch.index_select(src, 0, sub, out=_row_view(dst[0, : mb * bs], src))
                 else:
                     dst[:, : mb * bs].view(p.k, mb, bs, *feat).copy_(p.blocks.index_select(0, body).movedim(1, 0))
             if tb:
@@ -228,12 +269,15 @@ def _scatter_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, src:
     import torch
 
     bs, feat = cache.block_size, cache.feat
+    views, per, _ = _device_rows(cache)
+    sub = _device_ids(body, per) if mb else None
     for li, planes in enumerate(cache.layers):
         for p in planes:
             rows = src[p.kv0: p.kv0 + p.k, li]
             if mb:
-                if p.k == 1 and p.rows is not None:
-                    _put(p.rows, body, rows[0, : mb * bs].view(mb, -1), ok)
+                if views[li][p.kv0] is not None:
+                    target = views[li][p.kv0]
+                    _put(target, sub, _row_view(rows[0, : mb * bs], target), ok)
                 else:
                     _put(p.blocks, body, rows[:, : mb * bs].view(p.k, mb, bs, *feat).movedim(1, 0), ok)
             if tb:
