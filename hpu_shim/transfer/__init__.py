@@ -34,5 +34,14 @@ from .layouts import KVCache, LayoutError, kv_cache
 from .planning import bucket
 from .validation import Chunks, TransferInputError, validate
 
-__all__ = ["KVCache", "kv_cache", "validate", "store", "retrieve", "bucket", "Chunks", "LayoutError",
-           "TransferInputError"]
+__all__ = [
+           "Chunks",
+           "KVCache",
+           "LayoutError",
+           "TransferInputError",
+           "bucket",
+           "kv_cache",
+           "retrieve",
+           "store",
+           "validate",
+]

@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 __all__ = ["DeviceFacts", "facts", "is_lazy", "pinning_supported"]
 
@@ -82,7 +83,7 @@ def _hpu_calls(lazy: bool) -> tuple[Callable[[], None], Callable[[], None]]:
     return mark_step, torch.hpu.synchronize
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _facts(kind: str, lazy: bool) -> DeviceFacts:
     import torch
 

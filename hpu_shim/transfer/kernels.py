@@ -29,15 +29,27 @@ Indices never leave the cache: device indices are clamped before use; host ones 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import staging
-from .device import DeviceFacts, facts as device_facts
+from .device import DeviceFacts
+from .device import facts as device_facts
 from .layouts import KVCache, Plane
-from .planning import NOT_BLOCKS, OK, RANGE_BAD, Plan, bucket, device_plan, host_plan, pad, token_plan
+from .planning import (
+    NOT_BLOCKS,
+    OK,
+    RANGE_BAD,
+    Plan,
+    bucket,
+    device_plan,
+    host_plan,
+    pad,
+    token_plan,
+)
 from .validation import Chunks, TransferInputError, check_slot_values, validate
 
-__all__ = ["store", "retrieve", "MAX_ROW_BYTES"]
+__all__ = ["MAX_ROW_BYTES", "retrieve", "store"]
 
 #: Largest row moved as one CPU index entry: under ATen's parallel grain even as int64 (see above).
 MAX_ROW_BYTES = 128 << 10
@@ -110,7 +122,6 @@ def _rows(cache: KVCache, mb: int, tb: int) -> int:
 
 def _device_store(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Chunks, outs: list,
                   redo: bool = False) -> None:
-    import torch
 
     plan = (token_plan(slot_mapping, chunks, cache, fx) if redo else
             _plan_on_device(cache, fx, slot_mapping, chunks))
@@ -140,7 +151,6 @@ def _device_store(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Ch
 
 def _device_retrieve(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Chunks, srcs: list,
                      redo: bool = False) -> None:
-    import torch
 
     plan = (token_plan(slot_mapping, chunks, cache, fx) if redo else
             _plan_on_device(cache, fx, slot_mapping, chunks))

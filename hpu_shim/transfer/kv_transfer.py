@@ -11,14 +11,15 @@ in eager mode). New code calls ``hpu_shim.transfer.store``/``retrieve`` with a `
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .kernels import retrieve, store
 from .layouts import DEFAULT_FLAT_BLOCK_SIZE, KVCache, LayoutError, _plane
 from .planning import bucket, host_plan
 from .validation import TransferInputError, check_chunks, check_slot_mapping
 
-__all__ = ["normalize", "bucket", "gather", "scatter", "LayoutError", "TransferInputError"]
+__all__ = ["LayoutError", "TransferInputError", "bucket", "gather", "normalize", "scatter"]
 
 
 class _Layers(list):

@@ -19,9 +19,10 @@ A 5-D tensor with NB == 2 reads as LMCache's ``[2, NB, ...]`` (the shapes cannot
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["LayoutError", "Plane", "KVCache", "LAYOUTS", "kv_cache", "DEFAULT_FLAT_BLOCK_SIZE"]
+__all__ = ["DEFAULT_FLAT_BLOCK_SIZE", "LAYOUTS", "KVCache", "LayoutError", "Plane", "kv_cache"]
 
 #: vllm-gaudi's only kernel block size; the guess for flat layouts that carry none.
 DEFAULT_FLAT_BLOCK_SIZE = 128
@@ -170,7 +171,7 @@ class KVCache:
 
     @classmethod
     def from_kvcaches(cls, kvcaches: Sequence, use_mla: bool = False, block_size: int | None = None,
-                      hidden: int | None = None) -> "KVCache":
+                      hidden: int | None = None) -> KVCache:
         """Normalize what vLLM/LMCache hand over; raises LayoutError naming the layouts understood.
 
         ``block_size`` is only needed for flat layouts (they carry none); ``hidden`` (heads x head size),

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CHUNK, BLOCK = 256, 128
 
@@ -38,7 +39,7 @@ def _cache(layout: str, nb: int, layers: int, heads: int, dim: int, device: str)
     import torch
 
     shapes = {"kv": (nb, BLOCK, heads, dim), "5d": (2, nb, BLOCK, heads, dim), "vllm_cpu": (nb, heads, BLOCK, 2 * dim)}
-    make = lambda: torch.empty(shapes[layout], dtype=torch.bfloat16, device=device).fill_(1)  # noqa: E731
+    make = lambda: torch.empty(shapes[layout], dtype=torch.bfloat16, device=device).fill_(1)
     return [(make(), make()) if layout == "kv" else make() for _ in range(layers)]
 
 
@@ -63,15 +64,14 @@ def run(tokens: int, layers: int, heads: int, dim: int, layouts: list[str], devi
     payload = 2 * layers * tokens * hidden * 2
     src = torch.ones(payload // 2, dtype=torch.bfloat16)
     dst = torch.empty_like(src)
-    memcpy = lambda: dst.copy_(src)  # noqa: E731
+    memcpy = lambda: dst.copy_(src)
     for layout in layouts:
         cache = transfer.kv_cache(_cache(layout, nb, layers, heads, dim, device))
-        for direction, f in (("store", lambda: transfer.store(cache, sm, starts, ends, objs)),
-                             ("retrieve", lambda: transfer.retrieve(cache, objs, sm, starts, ends))):
+        for direction, f in (("store", lambda c=cache: transfer.store(c, sm, starts, ends, objs)),
+                             ("retrieve", lambda c=cache: transfer.retrieve(c, objs, sm, starts, ends))):
             ratio, seconds = _paired(memcpy, f, rounds)
             lines.append(f"{device:>3} {layout:>8} {order:>8} {direction:>8} {tokens:>6} tokens x {layers} layers x {hidden}: "
                          f"{ratio:.2f}x memcpy ({payload / seconds / 1e9:.2f} GB/s)")
-        del cache
     return lines
 
 

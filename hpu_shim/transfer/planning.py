@@ -33,8 +33,18 @@ from .device import DeviceFacts
 from .layouts import KVCache
 from .validation import Chunks
 
-__all__ = ["bucket", "Segment", "Plan", "host_plan", "device_plan", "token_plan", "pad", "OK", "NOT_BLOCKS",
-           "RANGE_BAD"]
+__all__ = [
+    "NOT_BLOCKS",
+    "OK",
+    "RANGE_BAD",
+    "Plan",
+    "Segment",
+    "bucket",
+    "device_plan",
+    "host_plan",
+    "pad",
+    "token_plan",
+]
 
 #: Verdict codes computed on the device (bit flags).
 OK, NOT_BLOCKS, RANGE_BAD = 0, 1, 2

@@ -20,10 +20,11 @@ the device verdict of a retrieve, per thread.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
-__all__ = ["LIMIT", "set_limit", "lease", "device_lease", "verdict_buffer", "retained_bytes", "retained_device_bytes"]
+__all__ = ["LIMIT", "device_lease", "lease", "retained_bytes", "retained_device_bytes", "set_limit", "verdict_buffer"]
 
 #: Most bytes the pool keeps between calls.
 LIMIT = 1 << 30

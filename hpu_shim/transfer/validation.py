@@ -17,12 +17,21 @@ the message. Every failure is one exception type, :class:`TransferInputError`.
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from .layouts import KVCache
 
-__all__ = ["TransferInputError", "Chunks", "validate", "check_chunks", "check_slot_mapping", "check_slot_values",
-           "check_memory_objects", "INDEX_DTYPES"]
+__all__ = [
+    "INDEX_DTYPES",
+    "Chunks",
+    "TransferInputError",
+    "check_chunks",
+    "check_memory_objects",
+    "check_slot_mapping",
+    "check_slot_values",
+    "validate",
+]
 
 #: Accepted slot-mapping dtypes (vLLM and LMCache use int64; int32 is what a Gaudi holds in lazy mode).
 INDEX_DTYPES = ("torch.int64", "torch.int32")

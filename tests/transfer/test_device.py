@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import run_py
 
 from hpu_shim.transfer import device
-
-from _helpers import run_py
 
 
 def test_cpu_facts():

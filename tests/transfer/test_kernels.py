@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import REPO, run_py
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,6 @@ from hpu_shim import transfer
 from hpu_shim.transfer import kernels, planning
 
 from . import _kv
-from _helpers import REPO, run_py
 
 SETTINGS = settings(max_examples=120, derandomize=True, deadline=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -169,14 +169,14 @@ def test_emulated_syncs_per_batched_call(emulated_results, tokens, direction):
 
 def test_emulated_forced_fallback_redoes_the_call_per_token(emulated_results):
     """A device slot mapping that is not whole blocks: the device verdict fails, the call is redone exactly."""
-    mode, r = emulated_results
+    _, r = emulated_results
     f = r["fallback"]
     assert f["problems"] == [], f
     assert f["store"]["blocking_d2h_copies"] == 2 and f["retrieve"]["synchronize_calls"] == 2, f
 
 
 def test_emulated_slot_outside_the_cache_raises_and_writes_nothing(emulated_results):
-    mode, r = emulated_results
+    _, r = emulated_results
     for direction in ("store", "retrieve"):
         e = r["range_error"][direction]
         assert "outside the KV cache" in e["error"], e
@@ -184,12 +184,12 @@ def test_emulated_slot_outside_the_cache_raises_and_writes_nothing(emulated_resu
 
 
 def test_emulated_negative_control_is_caught(emulated_results):
-    mode, r = emulated_results
+    _, r = emulated_results
     assert any("differs" in p for p in r["negative_control"]), r["negative_control"]
 
 
 def test_emulated_calls_above_the_staging_bound_move_in_rounds(emulated_results):
-    mode, r = emulated_results
+    _, r = emulated_results
     f = r["rounds"]
     assert f["problems"] == [] and f["rounds"] > 1 and f["blocking_d2h"] == f["rounds"], f
     assert f["retained"] <= f["limit"], f

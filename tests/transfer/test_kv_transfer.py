@@ -22,7 +22,7 @@ def _setup():
 
 
 def test_normalize_gives_slot_rows_and_keeps_the_block_size():
-    kvc, name, layers, sm, want = _setup()
+    _, name, layers, sm, _ = _setup()
     assert name == "vllm-gaudi (K, V) [NB, BS, H, D]" and len(layers) == 2
     assert layers[0][0].shape == (NB * BS, 16) and layers.cache.block_size == BS
     assert kv_transfer._plan(sm, [0], [300], layers).rows == BS
@@ -54,6 +54,6 @@ def test_gather_and_scatter_in_every_output_form():
 
 
 def test_a_short_slot_mapping_is_refused():
-    kvc, _, layers, sm, want = _setup()
+    _, _, layers, sm, want = _setup()
     with pytest.raises(TransferInputError, match="shorter than the tokens"):
         kv_transfer.scatter(layers, want, sm[:200], [0, 128], [128, 300])

@@ -82,7 +82,7 @@ def test_chunks_not_at_block_starts_plan_tokens_with_a_range_verdict():
 def test_lazy_mode_pads_to_buckets_by_repeating_the_last_entry_eager_does_not():
     sm = _blocks(*range(9))[:140]
     plan = planning.host_plan(sm, check_chunks([0], [140]), CACHE)
-    body, tail, mb, tb = planning.pad(plan, LAZY, torch.device("cpu"))
+    _, tail, mb, tb = planning.pad(plan, LAZY, torch.device("cpu"))
     assert (plan.m, plan.t, mb, tb) == (8, 12, 8, 16)
     assert tail.tolist() == sm[128:140].tolist() + [int(sm[139])] * 4
     eager = planning.pad(plan, CPU, torch.device("cpu"))
