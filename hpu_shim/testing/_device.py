@@ -17,6 +17,9 @@ Fidelity decisions (each a section of docs/gaudi-semantics.md):
   device (CUDA raises there too); only advanced indexing (``aten::index``,
   ``aten::index_put_``: ``x[idx]``, ``x[idx] = v``) accepts host indices, because
   CUDA/XLA copy those indices to the device.
+* CPU fallback: an op with no HPU kernel in the bridge's list (``_ops``) runs on the host the way the
+  bridge's boxed fallback does (inputs to the host, results back), counted, or raises under
+  ``PT_HPU_PLACE_ON_CPU``.
 * Pinned memory and copies: every host<->device copy is counted with what it costs on Gaudi
   (bounce buffer, host memcpy, blocking); ``_pinned`` keeps the pinned allocations.
 * Execution modes: lazy mode adds every op to the pending graph with the bridge's key (``_lazy``),
@@ -31,7 +34,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils._pytree import tree_map
 
-from . import _counters, _dtypes, _lazy, _ops, _pinned
+from . import _counters, _dtypes, _lazy, _ops, _pinned, _profile
 from ._memory import TRACKER
 
 aten = torch.ops.aten
@@ -210,6 +213,7 @@ class _OpInfo(NamedTuple):
     row: _ops.OpRow | None  # its line in the bridge's op list for this mode; None: no HPU kernel
     scalar_inputs: tuple[int, ...]  # args that are graph inputs when a number: scalar_ids + wrapped numbers
     written: tuple[int, ...]  # positions of arguments the op writes (in-place self, out=)
+    composite: bool           # torch decomposes it on any backend: no kernel of its own needed
 
 
 _OP_INFO: dict[Any, _OpInfo] = {}
@@ -233,7 +237,8 @@ def _op_info(func) -> _OpInfo:
         written = tuple(i for i, a in enumerate(schema.arguments)
                         if a.alias_info is not None and a.alias_info.is_write)
         info = _OpInfo(schema.name, str(func), names, schema.is_mutable, gen, dev,
-                       schema.name in _METADATA_OPS, host_ok, view, row, scalar_inputs, written)
+                       schema.name in _METADATA_OPS, host_ok, view, row, scalar_inputs, written,
+                       schema.name in _METADATA_OPS or _ops.is_composite(schema))
         _OP_INFO[func] = info
     return info
 
@@ -428,6 +433,9 @@ def dispatch(func, args, kwargs):
     if info.metadata:
         return func(*[a._host if isinstance(a, HPUTensor) else a for a in args], **kwargs)
     _check_devices(info, args, kwargs)
+    fallback = _ops.falls_back(info.row, info.composite, args, kwargs, _lazy.is_lazy())
+    if fallback:
+        _enter_cpu_fallback(info, args, kwargs)
 
     wrappers: dict[int, HPUTensor] = {}
     passthrough = set()
@@ -456,7 +464,7 @@ def dispatch(func, args, kwargs):
         if isinstance(dst, HPUTensor) and not isinstance(src, HPUTensor):
             _dtypes.check_h2d(src)
     epoch = _counters.graph_epoch()
-    index = _note_op(info, args, kwargs, transfer)
+    index = None if fallback else _note_op(info, args, kwargs, transfer)
     with torch._C._AutoDispatchBelowADInplaceOrView():
         out = func(*host_args, **host_kwargs)
     _account_transfer(info, args, kwargs, out_on_hpu, out)
@@ -480,20 +488,43 @@ def dispatch(func, args, kwargs):
     result = tree_map(rewrap, out)
     if out_on_hpu and not info.view:
         _after_device_write(info, args, result, count=not transfer)
+    if fallback:
+        _leave_cpu_fallback(info, args, result)
     _mark_produced(result, index, epoch)
     return result
 
 
+def _written_hpu_tensors(info: _OpInfo, args, result) -> list:
+    found = [t for t in (result if isinstance(result, (list, tuple)) else (result,)) if isinstance(t, HPUTensor)]
+    if info.mutable:
+        found += [args[i] for i in info.written if i < len(args) and isinstance(args[i], HPUTensor)]
+    unique = {id(t): t for t in found}
+    return list(unique.values())
+
+
+def _enter_cpu_fallback(info: _OpInfo, args, kwargs) -> None:
+    """The bridge's boxed CPU fallback, first half: allowed? then every device input goes to the host."""
+    name = _ops.op_name(info)
+    allowed = _profile.current().place_on_cpu
+    if allowed is not None and name not in allowed:
+        raise RuntimeError(_ops.not_supported_message(name))
+    _counters.bump("cpu_fallbacks")
+    _counters.bump("hpu_ops")
+    for t in _tensors(args, kwargs):
+        if isinstance(t, HPUTensor):
+            _d2h(t, None, _nbytes(t), True)  # at::_to_cpu: blocking copies into fresh host tensors
+
+
+def _leave_cpu_fallback(info: _OpInfo, args, result) -> None:
+    """Second half: results and written inputs go back to the device."""
+    for t in _written_hpu_tensors(info, args, result):
+        _h2d(t._host)
+
+
 def _after_device_write(info: _OpInfo, args, result, count: bool) -> None:
     """Apply the device's storage dtype to every hpu tensor the op wrote (docs/gaudi-semantics.md, int64)."""
-    written = [t for t in (result if isinstance(result, (list, tuple)) else (result,)) if isinstance(t, HPUTensor)]
-    if info.mutable:
-        written += [args[i] for i in info.written if i < len(args) and isinstance(args[i], HPUTensor)]
-    seen = set()
-    for t in written:
-        if id(t) not in seen:
-            seen.add(id(t))
-            _dtypes.after_op(t._host, count)
+    for t in _written_hpu_tensors(info, args, result):
+        _dtypes.after_op(t._host, count)
 
 
 def _retarget_device(info: _OpInfo, host_args: list, host_kwargs: dict) -> bool:

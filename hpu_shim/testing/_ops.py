@@ -54,8 +54,37 @@ def allow_list() -> dict[str, OpRow]:
 
 
 def op_name(schema) -> str:
-    """The bridge's spelling of an overload: ``aten::name`` or ``aten::name.overload``."""
-    return f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
+    """The bridge's spelling of an overload: ``aten::name`` or ``aten::name.overload``.
+
+    Takes a ``FunctionSchema`` or anything with ``name`` and ``label`` ("aten.add.Tensor").
+    """
+    overload = getattr(schema, "overload_name", None)
+    if overload is None:  # an _OpInfo: the overload is the label's last part
+        overload = schema.label.rsplit(".", 1)[-1]
+        overload = "" if overload == "default" else overload
+    return f"{schema.name}.{overload}" if overload else schema.name
+
+
+#: Dispatch keys whose kernel serves every backend: an op with one of them needs no HPU kernel.
+COMPOSITE_KEYS = ("CompositeImplicitAutograd", "CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional")
+
+
+def is_composite(schema) -> bool:
+    """torch runs these on any device through other ops (the bridge registers nothing for them)."""
+    import torch
+
+    name = op_name(schema)
+    try:
+        return any(torch._C._dispatch_has_kernel_for_dispatch_key(name, key) for key in COMPOSITE_KEYS)
+    except RuntimeError:  # not a dispatcher operator (Python-only metadata ops): nothing to fall back
+        return True
+
+
+def falls_back(row: OpRow | None, composite: bool, args: tuple, kwargs: dict, lazy: bool) -> bool:
+    """Does this call run on the CPU through the bridge's fallback?"""
+    if row is None:
+        return not composite
+    return not passes_check(row, args, kwargs, lazy)
 
 
 def row_for(schema, lazy: bool) -> OpRow | None:
