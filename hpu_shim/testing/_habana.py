@@ -1,4 +1,4 @@
-"""In-memory stub of the ``habana_frameworks`` package (hpu_ecosystem.md A3, B1).
+"""In-memory stub of the ``habana_frameworks`` package (docs/gaudi-semantics.md "torch.hpu API", "Execution modes").
 
 Only the surface LMCache/vLLM-on-Gaudi touch: ``habana_frameworks.torch.core``
 (``mark_step``, ``iter_mark_step``, ``add_step_closure``), ``habana_frameworks.torch.hpu``
@@ -62,11 +62,11 @@ def _module(name: str, doc: str, package: bool = True, **attrs) -> types.ModuleT
 
 
 def build(torch_hpu: types.ModuleType) -> dict[str, types.ModuleType]:
-    internal = _module(f"{ROOT}.torch.utils.internal", "A3: is_lazy()", package=False,
+    internal = _module(f"{ROOT}.torch.utils.internal", "is_lazy() (docs/gaudi-semantics.md, Execution modes)", package=False,
                        is_lazy=_lazy.is_lazy)
     utils = _module(f"{ROOT}.torch.utils", "emulated", internal=internal)
     core = _module(
-        f"{ROOT}.torch.core", "A3: mark_step & friends (lazy mode only)",
+        f"{ROOT}.torch.core", "mark_step & friends, lazy mode only (docs/gaudi-semantics.md, Execution modes)",
         mark_step=_lazy.mark_step, iter_mark_step=_lazy.iter_mark_step,
         add_step_closure=_lazy.add_step_closure, is_lazy=_lazy.is_lazy,
     )

@@ -1,10 +1,10 @@
-"""Device-memory accounting behind ``torch.hpu.memory_stats()`` (A1).
+"""Device-memory accounting behind ``torch.hpu.memory_stats()`` (docs/gaudi-semantics.md "torch.hpu API").
 
 Every host storage that backs an hpu tensor is registered once; a ``weakref.finalize``
 on its (PyObject-preserved) ``UntypedStorage`` frees it when torch frees the storage,
 so ``InUse`` follows real tensor lifetimes, views included (they share the storage).
 
-Key set and formulas follow A1: ``mem_get_info = (Limit-InUse, Limit)``,
+Key set and formulas follow the bridge's ``hpu/memory.py``: ``mem_get_info = (Limit-InUse, Limit)``,
 ``memory_reserved == max_memory_reserved == Limit`` (Habana's allocator reserves the
 whole pool up front).  The emulator has no pool, so ``TotalSystemAllocs/Frees``
 mirror ``NumAllocs/NumFrees`` and ``TotalActiveAllocs`` mirrors ``ActiveAllocs``.

@@ -27,7 +27,7 @@ from . import _counters, _lazy
 from ._memory import TRACKER
 
 DEVICE_NAME = "GAUDI2 (emulated)"
-_HPU_DEVICE_TYPE = 15  # c10::DeviceType::HPU (A4)
+_HPU_DEVICE_TYPE = 15  # c10::DeviceType::HPU in stock PyTorch (c10/core/DeviceType.h)
 _initialized = False
 _tls = threading.local()
 

@@ -1,4 +1,4 @@
-"""What vllm-gaudi hands to KV connectors, reproduced for tests (``hpu_ecosystem.md`` A7).
+"""What vllm-gaudi hands to KV connectors, reproduced for tests (docs/gaudi-semantics.md "vllm-gaudi KV layout").
 
 Since vllm-gaudi 0.11.2 (#411) ``register_kv_caches`` receives, per layer, a ``TensorTuple``:
 a ``tuple`` subclass of ``(K, V)`` 4-D views ``[num_blocks, block_size, H, D]`` whose ``.shape``

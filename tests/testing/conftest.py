@@ -43,7 +43,7 @@ def run_py():
             child_env[results.ENV] = os.path.join(tmp, "results.jsonl")
             proc = subprocess.run(
                 [sys.executable, "-c", textwrap.dedent(code)], env=child_env,
-                capture_output=True, text=True, timeout=timeout, cwd=str(REPO),
+                capture_output=True, text=True, timeout=timeout, cwd=str(REPO), check=False,
             )
             proc.results = results.read(child_env[results.ENV])
         if expect_rc is not None:

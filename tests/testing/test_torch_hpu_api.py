@@ -120,7 +120,7 @@ def test_memory_api(emulated_hpu):
     hpu.reset_accumulated_memory_stats()
     assert hpu.memory_stats()["NumAllocs"] == 0
     assert "InUse" in hpu.memory_summary()
-    assert not hasattr(hpu, "empty_cache")  # A1: absent in torch.hpu 1.17
+    assert not hasattr(hpu, "empty_cache")  # absent from habana_frameworks.torch.hpu (torch.hpu API)
     with pytest.raises(AttributeError):
         hpu.empty_cache()
     del keep
