@@ -20,6 +20,8 @@ Fidelity decisions (each a section of docs/gaudi-semantics.md):
 * CPU fallback: an op with no HPU kernel in the bridge's list (``_ops``) runs on the host the way the
   bridge's boxed fallback does (inputs to the host, results back), counted, or raises under
   ``PT_HPU_PLACE_ON_CPU``.
+* int64 / Dtypes: Long held as int32 without PT_ENABLE_INT64_SUPPORT, float64 held as float32,
+  complex refused (``_dtypes``).
 * Pinned memory and copies: every host<->device copy is counted with what it costs on Gaudi
   (bounce buffer, host memcpy, blocking); ``_pinned`` keeps the pinned allocations.
 * Execution modes: lazy mode adds every op to the pending graph with the bridge's key (``_lazy``),
