@@ -386,6 +386,7 @@ def _consume(spec: Spec) -> dict:
         paged = _Paged(spec, dtype, device, gen)
         slots = _slots(paged.num_blocks, spec.block_size, spec.tokens, gen)
         before = paged.snapshot()
+        result["chunk_keys"] = [key.to_string() for _, _, key in engine.token_database.process_tokens(tokens=tokens)]
         if spec.fault_at == "lookup":
             result.update(_inject(spec))
         t0 = time.perf_counter()
