@@ -13,7 +13,7 @@ LMCACHE_ALL_VERSIONS ?= 0.3.1 0.3.1.post1 0.3.2 0.3.3 0.3.4 0.3.5 0.3.6 0.3.7 0.
 	0.4.7 0.5.0 0.5.1 0.5.2 0.5.3 0.5.4 0.5.5 0.5.6
 export LMCACHE_TRACK_USAGE := false
 
-.PHONY: setup vllm lmcache-envs demo doctor test matrix ttft bench clean
+.PHONY: setup vllm lmcache-envs demo doctor test matrix ttft bench clean hetero hetero-matrix
 
 $(VENV)/.setup-ok: pyproject.toml .ci/constraints.txt
 	python3 -m venv $(VENV)
@@ -67,6 +67,17 @@ ttft: setup vllm
 		--max-tokens 1 --prompt-tokens $$n --max-model-len $$(( (2 * n + 1023) / 1024 * 1024 )) --warmup \
 		--ttft-json bench-out/ttft-$$n.json || exit 1; \
 	cat bench-out/ttft-$$n.json; done
+
+# Prefill anywhere, decode on Gaudi (docs/hetero.md): two vLLM instances share one LMCache server; the decode
+# instance (through python -m hpu_shim run) must hit on its first request with the cold run's greedy output.
+# Heavy (three vLLM runs, a ~390 MB model, a 4K-token prompt): run it alone. Writes bench-out/hetero.json.
+hetero: setup vllm
+	bash .ci/lmcache-envs.sh $(PY) $(ENVS) 0.5.6
+	$(PY) -m hpu_shim.testing.hetero_vllm --envs $(ENVS) --json bench-out/hetero.json
+
+# Which producer release can feed which consumer release (fs://, measured; the table in docs/hetero.md).
+hetero-matrix: setup lmcache-envs
+	$(PY) -m hpu_shim.testing.hetero_matrix --envs $(ENVS) $(LMCACHE_CI_VERSIONS)
 
 # Every figure with its target (P1-P6); publishes benchmarks/bench.json and the page generated from it,
 # benchmarks/README.md. Heavy (64K-token P2 rows need ~18 GiB free): run it alone.
