@@ -51,6 +51,15 @@ def test_unreadable_second_chunk_restores_exactly_the_first(handoff, version, da
 
 
 @pytest.mark.parametrize("version", FAULT_RELEASES)
+def test_a_chunk_in_the_layerwise_cuda_format_is_rejected_before_the_transfer(handoff, version):
+    """KV_T2D (what CUDA's layerwise connector writes) under a chunk key: a miss from there, one WARNING."""
+    got = handoff(version)["file-kv_t2d"]
+    restored_prefix(got, CHUNK)
+    (warning,) = verdicts(got)
+    assert "(format)" in warning and "KV_T2D" in warning and "use_layerwise: false" in warning
+
+
+@pytest.mark.parametrize("version", FAULT_RELEASES)
 def test_deleted_second_chunk(handoff, version):
     got = handoff(version)["file-delete"]
     assert got["hit"] == CHUNK

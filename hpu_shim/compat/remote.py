@@ -21,9 +21,9 @@ The fix-ups (``fixup(module, ctx)``, registered in ``hpu_shim.compat``):
   ``batched_get_blocking`` and ``close`` wait at most ``HPU_SHIM_REMOTE_TIMEOUT`` seconds (default 5)
   for the store (``ctx.config.remote_timeout``; a shorter LMCache ``blocking_timeout_secs`` still
   wins). A timeout is a miss: one WARNING per outage, the connection is dropped (never reused out
-  of step) and re-created on a later call after LMCache's own retry interval.
-* ``fix_lm_connector``: the ``lm://`` socket gets the same timeout, so its event loop thread is
-  released instead of blocking in ``recv`` for ever.
+  of step) and re-created in the background after LMCache's own retry interval.
+* ``fix_lm_connector``: the ``lm://`` client's sockets get the same timeout, so neither its
+  ``connect`` nor its ``recv`` on the event loop thread can block for ever.
 * ``fix_pq_executor``: ``shutdown()`` called from a coroutine on the executor's own loop returns the
   drain coroutine (so ``await executor.shutdown()`` drains and returns) instead of deadlocking;
   called from any other thread it blocks as before.
@@ -40,8 +40,8 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["timeout_of", "BoundedAsyncio", "fix_remote_backend", "fix_lm_connector", "fix_pq_executor",
-           "fix_fs_url", "normalize_fs_url"]
+__all__ = ["timeout_of", "BoundedAsyncio", "TimeoutSockets", "fix_remote_backend", "fix_lm_connector",
+           "fix_pq_executor", "fix_fs_url", "normalize_fs_url"]
 
 log = logging.getLogger("hpu_shim")
 
@@ -143,12 +143,27 @@ def _on_timeout(backend: Any, method: str, bound: float) -> None:
 
 
 def _maybe_reconnect(backend: Any) -> None:
-    """After a drop, re-create the connection once LMCache's own retry interval has passed."""
+    """After a drop, re-create the connection once LMCache's own retry interval has passed -- on a
+    thread of its own: connecting to an unreachable host may take minutes, and the caller (vLLM's
+    scheduler) must not wait for it. Until it succeeds, calls are misses."""
     if backend.connection is not None or not hasattr(backend, "init_connection"):
         return
     interval = getattr(backend, "min_reconnect_interval", 10)
-    if time.time() - getattr(backend, "failure_time", 0) >= interval:
-        backend.init_connection()
+    if time.time() - getattr(backend, "failure_time", 0) < interval:
+        return
+    lock = getattr(backend, "lock", None) or threading.Lock()
+    with lock:
+        if getattr(backend, "_hpu_shim_reconnecting", False):
+            return
+        backend._hpu_shim_reconnecting = True
+
+    def reconnect() -> None:
+        try:
+            backend.init_connection()
+        finally:
+            backend._hpu_shim_reconnecting = False
+
+    threading.Thread(target=reconnect, name="hpu-shim-reconnect", daemon=True).start()
 
 
 def _bounded(original: Any, method: str, bound_of: Any) -> Any:
@@ -188,23 +203,32 @@ def fix_remote_backend(module: Any, ctx: Any) -> None:
             ctx.patches.patch(backend, method, _bounded(original, method, bound_of))
 
 
+class TimeoutSockets:
+    """What LMCache's ``lm://`` client sees as ``socket``: the real module, except that every socket it
+    makes has a timeout -- its ``connect`` and its blocking ``recv`` on the event loop thread end."""
+
+    __hpu_shim__ = "socket with HPU_SHIM_REMOTE_TIMEOUT on every socket"
+
+    def __init__(self, bound_of: Any, real: Any = socket):
+        self._real, self._bound_of, self.__wrapped__ = real, bound_of, real
+
+    def socket(self, *args: Any, **kwargs: Any) -> socket.socket:
+        sock = self._real.socket(*args, **kwargs)
+        sock.settimeout(self._bound_of())
+        return sock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 def fix_lm_connector(module: Any, ctx: Any) -> None:
-    """``lm://``: a socket timeout, so a silent server cannot block LMCache's event loop for ever."""
-    connector = getattr(module, "LMCServerConnector", None)
-    if not isinstance(connector, type):
+    """``lm://``: socket timeouts, so a silent or unreachable server cannot block LMCache for ever."""
+    if not isinstance(getattr(module, "LMCServerConnector", None), type):
         return
     if getattr(module, "asyncio", None) is asyncio:  # exists_sync waits on its own future
         ctx.patches.patch(module, "asyncio", BoundedAsyncio())
-    original = connector.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        sock = getattr(self, "client_socket", None)
-        if isinstance(sock, socket.socket):
-            sock.settimeout(timeout_of(ctx))
-
-    __init__.__wrapped__ = original  # type: ignore[attr-defined]
-    ctx.patches.patch(connector, "__init__", __init__)
+    if getattr(module, "socket", None) is socket:
+        ctx.patches.patch(module, "socket", TimeoutSockets(lambda: timeout_of(ctx)))
 
 
 def _drain_coroutine(executor: Any, wait: bool) -> Any:

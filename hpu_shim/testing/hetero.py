@@ -77,7 +77,7 @@ WITHOUT = {
     "guards": ("lmcache.v1.storage_backend.storage_manager", "StorageManager", ("batched_get",)),
     "remote": ("lmcache.v1.storage_backend.remote_backend", "RemoteBackend",
                ("contains", "batched_contains", "get_blocking", "batched_get_blocking", "close")),
-    "lm_socket": ("lmcache.v1.storage_backend.connector.lm_connector", "LMCServerConnector", ("__init__",)),
+    "lm_socket": ("lmcache.v1.storage_backend.connector.lm_connector", None, ("socket",)),
     "close": ("lmcache.v1.storage_backend.job_executor.pq_executor", "AsyncPQExecutor", ("shutdown",)),
     "fs_url": ("lmcache.v1.storage_backend.connector.fs_adapter", None, ("parse_remote_url",)),
 }

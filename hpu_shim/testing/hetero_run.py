@@ -78,7 +78,7 @@ class ConsumerSpec:
     backend: str
     producer: str  # name of the producer spec whose reference it checks against
     spec: dict = dataclasses.field(default_factory=dict)
-    damage: str | None = None  # truncate | delete | header | payload (fs chunk 1, before the consumer runs)
+    damage: str | None = None  # truncate | delete | header | kv_t2d | payload (fs chunk 1, before the consumer)
 
 
 def plan(version: str, faults: bool) -> tuple[dict[str, dict], list[ConsumerSpec]]:
@@ -88,7 +88,7 @@ def plan(version: str, faults: bool) -> tuple[dict[str, dict], list[ConsumerSpec
     consume = [ConsumerSpec(f"main-{b}", b, f"main-{b}") for b in BACKENDS]
     if not faults:
         return produce, consume
-    for i, how in enumerate(("truncate", "delete", "header", "payload"), start=1):
+    for i, how in enumerate(("truncate", "delete", "header", "payload", "kv_t2d"), start=1):
         produce[f"file-{how}"] = {"backend": "fs", "seed": i, "layout": layout}
         consume.append(ConsumerSpec(f"file-{how}", "fs", f"file-{how}", damage=how))
     # fs:///PATH, the form shared-filesystem guides write (LMCache's parser wants fs://host:port/PATH).
@@ -138,6 +138,12 @@ def damage(store_dir: str, chunk_key: str, how: str) -> str:
     elif how == "header":  # RemoteMetadata: 7 little-endian int32 (length, format, dtype, 4-D shape)
         with open(path, "r+b") as fh:
             fh.write(struct.pack("<7i", *([-1] * 7)))
+    elif how == "kv_t2d":  # a chunk in LMCache's layerwise CUDA format (MemoryFormat.KV_T2D == 2 in 0.3.7-0.5.6)
+        with open(path, "r+b") as fh:
+            header = list(struct.unpack("<7i", fh.read(28)))
+            header[1] = 2
+            fh.seek(0)
+            fh.write(struct.pack("<7i", *header))
     elif how == "payload":  # the data path's negative control: flip one KV byte
         with open(path, "r+b") as fh:
             fh.seek(size - 7)
@@ -145,7 +151,7 @@ def damage(store_dir: str, chunk_key: str, how: str) -> str:
             fh.seek(size - 7)
             fh.write(bytes([byte[0] ^ 0x55]))
     else:
-        raise ValueError(f"unknown damage {how!r}: delete, truncate, header or payload")
+        raise ValueError(f"unknown damage {how!r}: delete, truncate, header, kv_t2d or payload")
     return path
 
 

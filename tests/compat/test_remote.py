@@ -135,7 +135,7 @@ def test_the_connection_is_recreated_after_the_retry_interval(loop):
     backend = module.RemoteBackend(loop, FrozenConnection(), factory=HealthyConnection)
     assert backend.contains("k") is False
     deadline = time.monotonic() + 10
-    while not backend.contains("k"):  # polls: the retry interval is 0.2 s
+    while not backend.contains("k"):  # polls: the retry interval is 0.2 s, the reconnect runs on a thread
         assert time.monotonic() < deadline, "never reconnected"
     assert backend.get_blocking("x") == "obj-x"
     assert backend._hpu_shim_outage is False  # the next timeout warns again
@@ -187,15 +187,16 @@ def test_lm_socket_times_out_instead_of_blocking_the_loop_for_ever():
     server.bind(("127.0.0.1", 0))
     server.listen()
     module = types.ModuleType("lmcache.v1.storage_backend.connector.lm_connector")
-    module.asyncio = asyncio
+    module.asyncio, module.socket = asyncio, socket
 
     class LMCServerConnector:  # lm_connector.py: socket.socket(); connect((host, port)); recv on the loop
         def __init__(self, host, port):
-            self.client_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.client_socket = module.socket.socket(module.socket.AF_INET, module.socket.SOCK_STREAM)
             self.client_socket.connect((host, port))
 
     module.LMCServerConnector = LMCServerConnector
     remote.fix_lm_connector(module, Ctx())
+    assert module.socket.AF_INET == socket.AF_INET and module.socket.__wrapped__ is socket
     conn = LMCServerConnector(*server.getsockname())
     try:
         t0 = time.perf_counter()
@@ -287,3 +288,23 @@ def test_fs_adapter_parses_the_bare_form(caplog):
         module.parse_remote_url("fs:///mnt/kv")
     remote.fix_fs_url(module, Ctx())
     assert module.parse_remote_url("fs:///mnt/kv").path == "/mnt/kv"
+
+
+def test_reconnecting_never_blocks_the_caller(loop):
+    """init_connection to an unreachable host can take minutes: it runs on its own thread."""
+    module, ctx = remote_backend_module(), Ctx()
+    remote.fix_remote_backend(module, ctx)
+    release = threading.Event()
+
+    def slow_factory():
+        release.wait(30)
+        return HealthyConnection()
+
+    backend = module.RemoteBackend(loop, None, factory=slow_factory)
+    t0 = time.perf_counter()
+    assert backend.contains("k") is False and backend.contains("k") is False  # one reconnect in flight
+    assert time.perf_counter() - t0 < 2
+    release.set()
+    deadline = time.monotonic() + 10
+    while not backend.contains("k"):
+        assert time.monotonic() < deadline, "never reconnected"
