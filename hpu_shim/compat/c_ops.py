@@ -3,33 +3,64 @@
 The real libraries are CUDA-compiled (NEEDED ``libcudart.so``): they can never load on a Gaudi,
 and LMCache imports them whenever ``torch.cuda.is_available()`` is True. The stand-in provides:
 
-* host buffer allocation (``alloc_pinned_ptr`` and friends). HPU cannot pin host memory
-  (``hpu_ecosystem.md`` A5), so these are ordinary host allocations kept alive in a registry,
-  as LMCache's own ``non_cuda_equivalents`` does;
+* host buffer allocation (``alloc_pinned_ptr`` and friends), kept alive in a registry until
+  LMCache's own free call (``free_pinned_ptr`` ...) releases them -- nothing else ever frees them,
+  not even ``hpu_shim.uninstall()``: LMCache keeps using the addresses. They are really pinned
+  where the device's allocator can pin (bridge >= 1.19 on PyTorch >= 2.5, probed once by
+  ``hpu_shim.transfer``; ``docs/gaudi-semantics.md``), ordinary host memory otherwise. A buffer
+  counts as pinned at its allocation's first byte, which is the address LMCache gets;
 * the vLLM-path transfer kernels ``multi_layer_kv_transfer`` and ``single_layer_kv_transfer`` for
-  *tensors* (``index_select``/``index_copy_`` on the device). The CUDA signatures take an array of
-  raw device pointers; a pointer array is refused with a clear error, because dereferencing a
-  device pointer from the host is exactly what cannot work on HPU (the shim's connector passes
-  tensors instead);
+  *tensors*, through ``hpu_shim.transfer`` (validated before any write, one device sync). The CUDA
+  signatures take an array of raw device pointers; a pointer array is refused with a clear error,
+  because dereferencing a device pointer from the host is exactly what cannot work on HPU (the
+  shim's connector passes tensors instead);
 * the enums some releases read (``TransferDirection``, ``GPUKVFormat``);
 * for every other kernel (CacheGen, blending, SGLang), a clear ``NotImplementedError`` on call.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
-__all__ = ["build", "alloc_pinned_ptr", "free_pinned_ptr", "multi_layer_kv_transfer", "single_layer_kv_transfer"]
+__all__ = [
+    "alloc_pinned_ptr",
+    "build",
+    "free_pinned_ptr",
+    "live_buffers",
+    "multi_layer_kv_transfer",
+    "single_layer_kv_transfer",
+]
 
+log = logging.getLogger("hpu_shim")
 _lock = threading.Lock()
 _buffers: dict[int, Any] = {}
+
+
+def _can_pin() -> bool:
+    """Whether host buffers can be pinned for the HPU here (never on a host without one)."""
+    import torch
+
+    hpu = getattr(torch, "hpu", None)
+    try:
+        if hpu is None or not hpu.is_available():
+            return False
+    except Exception:  # noqa: BLE001  (a broken driver: no pinning, the buffer still works)
+        return False
+    from ..transfer.device import pinning_supported
+
+    return pinning_supported("hpu")
 
 
 def _alloc(size: int) -> int:
     import torch
 
-    buf = torch.zeros(int(size), dtype=torch.uint8)  # first touch, like cudaHostAlloc's zeroed pages
+    size = int(size)
+    if size <= 0:
+        raise ValueError(f"hpu_shim's lmcache.c_ops: cannot allocate a host buffer of {size} bytes (size must be > 0)")
+    buf = torch.empty(size, dtype=torch.uint8, pin_memory=_can_pin())
+    buf.zero_()  # first touch now, not on the first transfer
     ptr = buf.data_ptr()
     with _lock:
         _buffers[ptr] = buf
@@ -38,11 +69,20 @@ def _alloc(size: int) -> int:
 
 def _free(ptr: int, *args: Any) -> None:
     with _lock:
-        _buffers.pop(int(ptr), None)
+        buf = _buffers.pop(int(ptr), None)
+    if buf is None:
+        log.warning("hpu_shim's lmcache.c_ops: free of %#x, which no alloc_*_ptr call returned (or it was freed "
+                    "already); nothing was freed", int(ptr))
+
+
+def live_buffers() -> int:
+    """Host buffers allocated through the stand-in and not yet freed by LMCache."""
+    with _lock:
+        return len(_buffers)
 
 
 def alloc_pinned_ptr(size: int, device_id: int = 0) -> int:
-    """Host buffer (unpinned: the HPU allocator cannot pin); returns its address like cudaHostAlloc."""
+    """A host buffer for LMCache's CPU backend; returns its address like ``cudaHostAlloc``."""
     return _alloc(size)
 
 
@@ -63,44 +103,61 @@ def _tensors(kv: Any, what: str) -> list:
             f"dereferenced from the host on HPU. Pass the per-layer KV tensors instead (hpu_shim's HPU connector "
             f"does); LMCache's CUDA connector is replaced by it inside the shim's scope."
         )
-    return list(kv)
+    return kv if isinstance(kv, torch.Tensor) else list(kv)
+
+
+def _to_paged(direction: Any) -> bool:
+    """``direction``: True or ``TransferDirection.D2H`` = paged cache -> buffer; False or ``H2D`` = the reverse."""
+    if isinstance(direction, bool):
+        return not direction
+    name = getattr(direction, "name", str(direction))
+    if name not in ("H2D", "D2H"):
+        raise ValueError(f"hpu_shim's lmcache.c_ops: unknown transfer direction {direction!r}; expected True/False "
+                         f"or TransferDirection.D2H/H2D")
+    return name == "H2D"
+
+
+def _move(cache: Any, buffer: Any, slot_mapping: Any, to_paged: bool) -> None:
+    """``buffer[kv, L, :n]`` <-> the paged ``cache`` at ``slot_mapping[:n]``, validated before any write."""
+    from .. import transfer
+
+    n = int(slot_mapping.shape[0]) if hasattr(slot_mapping, "shape") and slot_mapping.dim() else 0
+    on_host = buffer.device.type == "cpu"
+    host = buffer if on_host else buffer.to("cpu")  # a device-resident buffer (0.3.x gpu_buffer) goes via the host
+    if to_paged:
+        transfer.retrieve(cache, [host], slot_mapping, [0], [n])
+    else:
+        transfer.store(cache, slot_mapping, [0], [n], [host])
+        if not on_host:
+            buffer[:, :, :n].copy_(host[:, :, :n])
 
 
 def multi_layer_kv_transfer(key_value: Any, kv_layers: Any, slot_mapping: Any, device: Any = None,
-                            page_buffer_size: int = 0, direction: Any = True, use_mla: bool = False, *_: Any) -> None:
+                            page_buffer_size: int = 0, direction: Any = True, use_mla: Any = False,
+                            block_size: Any = None, *_: Any) -> None:
     """``key_value[kv, l, t] <-> layer[l][kv, slot_mapping[t]]``; direction True/D2H = paged -> key_value.
 
-    ``kv_layers`` is a list of per-layer paged KV tensors in any layout ``kv_transfer`` understands.
+    ``kv_layers`` is a list of per-layer paged KV tensors in any layout ``hpu_shim.transfer`` knows.
+    0.3.x pass ``use_mla`` as a bool; 0.4.x pass a ``GPUKVFormat`` there (and a block size after it).
     """
-    from ..transfer import kv_transfer
+    from .. import transfer
 
-    _, layers = kv_transfer.normalize(_tensors(kv_layers, "multi_layer_kv_transfer"), use_mla)
-    n = int(slot_mapping.shape[0])
-    idx = slot_mapping.to(layers[0][0].device).long()
-    paged_to_buffer = direction is True or getattr(direction, "name", "") == "D2H"
-    for li, views in enumerate(layers):
-        for ki, view in enumerate(views):
-            if paged_to_buffer:
-                key_value[ki, li, :n].copy_(view.index_select(0, idx))
-            else:
-                view.index_copy_(0, idx, key_value[ki, li, :n].to(view.device))
+    layers = _tensors(kv_layers, "multi_layer_kv_transfer")
+    mla = use_mla if isinstance(use_mla, bool) else (hasattr(layers[0], "dim") and layers[0].dim() <= 3)
+    cache = transfer.kv_cache(layers, use_mla=mla, block_size=block_size if isinstance(block_size, int) else None)
+    _move(cache, key_value, slot_mapping, _to_paged(direction))
 
 
 def single_layer_kv_transfer(lmc_kv: Any, vllm_kv_layer: Any, slot_mapping: Any, direction: Any = True,
                              token_major: bool = False, vllm_two_major: bool = True, *_: Any) -> None:
     """One layer: ``lmc_kv`` is ``[2, T, hidden]`` (or ``[T, 2, hidden]`` when token_major)."""
-    from ..transfer import kv_transfer
+    from .. import transfer
 
-    _, layers = kv_transfer.normalize([vllm_kv_layer] if not isinstance(vllm_kv_layer, list) else vllm_kv_layer)
-    (views,) = layers
-    idx = slot_mapping.to(views[0].device).long()
-    paged_to_buffer = direction is True or getattr(direction, "name", "") == "D2H"
-    for ki, view in enumerate(views):
-        dst = lmc_kv[:, ki] if token_major else lmc_kv[ki]
-        if paged_to_buffer:
-            dst[: idx.shape[0]].copy_(view.index_select(0, idx))
-        else:
-            view.index_copy_(0, idx, dst[: idx.shape[0]].to(view.device))
+    layer = _tensors([vllm_kv_layer] if not isinstance(vllm_kv_layer, list) else vllm_kv_layer,
+                     "single_layer_kv_transfer")
+    cache = transfer.kv_cache(layer)
+    buffer = (lmc_kv.transpose(0, 1) if token_major else lmc_kv).unsqueeze(1)  # [kv, 1, T, hidden], a view
+    _move(cache, buffer, slot_mapping, _to_paged(direction))
 
 
 class _Enum:
@@ -111,7 +168,7 @@ class _Enum:
         for m in members:
             setattr(self, m, _Member(name, m))
 
-    def __getattr__(self, member: str) -> "_Member":
+    def __getattr__(self, member: str) -> _Member:
         if member.startswith("__"):
             raise AttributeError(member)
         value = _Member(self._name, member)
