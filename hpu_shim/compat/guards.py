@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["expected", "check", "reject", "CAUSES"]
+__all__ = ["expected", "check", "short", "reject", "CAUSES"]
 
 log = logging.getLogger("hpu_shim")
 
@@ -59,6 +59,13 @@ def _found(obj: Any) -> dict:
     if len(shape) == 4:
         found.update({"kv planes": shape[0], "layers": shape[1], "tokens": shape[2], "hidden size": shape[3]})
     return found
+
+
+def short(engine: Any, obj: Any) -> bool:
+    """Whether ``obj`` holds fewer tokens than a full chunk (then its token range must be checked)."""
+    shape = getattr(getattr(engine, "metadata", None), "kv_shape", None)
+    got = obj.get_shape()
+    return shape is not None and len(shape) == 5 and len(got) == 4 and int(got[2]) < int(shape[2])
 
 
 def check(engine: Any, obj: Any, span: tuple[int, int] | None) -> tuple[str, Any, Any] | None:

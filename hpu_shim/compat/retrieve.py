@@ -40,11 +40,20 @@ OFF_BY_ONE = "end < last_failed_block_start"
 
 
 class _Retrieve:
-    """One ``_process_tokens_internal`` call: the engine, chunk spans and every fetch it made."""
+    """One ``_process_tokens_internal`` call: the engine, its chunk spans and every fetch it made.
 
-    def __init__(self, engine: Any, spans: dict):
-        self.engine, self.spans = engine, spans
+    The spans (key -> token range) cost a second pass of LMCache's token hashing, so they are only
+    computed when needed: a chunk shorter than the chunk size, or a failure to rebuild around."""
+
+    def __init__(self, engine: Any, tokens: Any, mask: Any, kwargs: dict):
+        self.engine, self._args, self._spans = engine, (tokens, mask, kwargs), None
         self.fetches: list[tuple[list, list]] = []  # (keys, objects) per batched_get, in call order
+
+    @property
+    def spans(self) -> dict:
+        if self._spans is None:
+            self._spans = _spans(self.engine, *self._args)
+        return self._spans
 
 
 def has_off_by_one(func: Any) -> bool:
@@ -82,7 +91,9 @@ def fix_storage_manager(module: Any, ctx: Any) -> None:
         for i, (key, obj) in enumerate(zip(keys, objs)):
             if obj is None:
                 continue
-            verdict = guards.check(current.engine, obj, current.spans.get(key))
+            verdict = guards.check(current.engine, obj, None)
+            if verdict is None and guards.short(current.engine, obj):  # only then is the token range needed
+                verdict = guards.check(current.engine, obj, current.spans.get(key))
             if verdict is not None:
                 guards.reject(current.engine, key, *verdict)
                 obj.ref_count_down()
@@ -135,7 +146,7 @@ def fix_cache_engine(module: Any, ctx: Any) -> None:
     buggy = has_off_by_one(original)
 
     def _process_tokens_internal(self: Any, tokens: Any, mask: Any, ret_mask: Any, **kwargs: Any) -> Any:
-        current = _Retrieve(self, _spans(self, tokens, mask, kwargs))
+        current = _Retrieve(self, tokens, mask, kwargs)
         previous = getattr(_tls, "retrieve", None)
         _tls.retrieve = current
         try:

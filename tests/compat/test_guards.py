@@ -77,3 +77,8 @@ def test_one_warning_per_engine_and_cause(caplog):
     assert "vllm@model@1@0@abc" in messages[0] and "6 layers" in messages[0] and "miss" in messages[0]
     assert "KV_T2D: LMCache's layerwise CUDA format" in messages[1] and "use_layerwise: false" in messages[1]
     assert eng._hpu_shim_guard_warned == {"layers": 3, "format": 1}
+
+
+def test_short_chunks_are_the_only_ones_that_need_their_token_range():
+    assert not guards.short(engine(), Obj())
+    assert guards.short(engine(), Obj(shape=(2, 4, 100, 64)))
