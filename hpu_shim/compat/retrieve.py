@@ -112,6 +112,8 @@ def rebuild(current: _Retrieve, ret_mask: Any, result: Any) -> tuple[list, int]:
     ``result`` is what the buggy release returned; objects in it that are not kept are released
     here (the caller only releases what it is handed back), as is everything it dropped.
     """
+    if all(obj is not None for _, objs in current.fetches for obj in objs):
+        return result  # nothing failed: the release's answer is right (and no second hashing pass)
     first_fail = None
     good: list[tuple[Any, Any, int, int]] = []
     for keys, objs in current.fetches:
