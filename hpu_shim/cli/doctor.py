@@ -247,8 +247,8 @@ def key_fingerprint(options: Any = None) -> list[tuple[str, str, str]]:
         add("key fingerprint", f"unavailable: {probe['error']} (LMCache must be importable here, as in the "
             f"workload)", "info")
         return rows
-    fixed = " -> hpu_shim stable_hash (CPython 3.12's hash(None))" if probe.get("hash_fixed") else ""
-    add("key hash algorithm", f"{probe['hash_algorithm']} ({probe['hash_func']}{fixed})")
+    func = "hpu_shim stable_hash: CPython 3.12's hash(None)" if probe.get("hash_fixed") else probe["hash_func"]
+    add("key hash algorithm", f"{probe['hash_algorithm']} ({func})")
     add("key NONE_HASH", probe["none_hash"])
     add("key LMCache", probe["lmcache"])
     add("key model name", name if model else "unknown: pass --model (vLLM's model name)", "ok" if model else "warn")
