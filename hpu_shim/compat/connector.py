@@ -99,9 +99,7 @@ class BatchedTransfer:
         with self._hpu_shim_errors("batched_to_gpu"):
             cache, slot_mapping = self._hpu_shim_prepare(kwargs)
             self._hpu_shim_check_formats(memory_objs)
-            # LMCache 0.5.x hands device-resident copies when it broadcasts (save_only_first_rank, e.g. MLA);
-            # the transfer path reads host memory objects.
-            srcs = [t if t is None or t.device.type == "cpu" else t.cpu() for t in (o.tensor for o in memory_objs)]
+            srcs = _host_sources([o.tensor for o in memory_objs])
             transfer.retrieve(cache, srcs, slot_mapping, list(starts), list(ends))
 
     def from_gpu(self, memory_obj, start, end, **kwargs):
@@ -109,6 +107,32 @@ class BatchedTransfer:
 
     def to_gpu(self, memory_obj, start, end, **kwargs):
         self.batched_to_gpu([memory_obj], [start], [end], **kwargs)
+
+
+def _host_sources(tensors: list) -> list:
+    """Memory-object tensors on the host, as ``hpu_shim.transfer.retrieve`` reads them.
+
+    LMCache 0.5.x hands device-resident copies of its memory objects when it broadcasts them
+    (``save_only_first_rank``, on by default for MLA): those come back in one device->host copy for
+    the whole call, not one per chunk (the transfer path reads host memory objects only).
+    """
+    on_device = [i for i, t in enumerate(tensors) if t is not None and t.device.type != "cpu"]
+    if not on_device:
+        return tensors
+    import torch
+
+    out = list(tensors)
+    picked = [tensors[i] for i in on_device]
+    if len({(t.dtype, t.device) for t in picked}) != 1:
+        for i in on_device:
+            out[i] = tensors[i].cpu()
+        return out
+    host = torch.cat([t.reshape(-1) for t in picked]).cpu()
+    offset = 0
+    for i, t in zip(on_device, picked):
+        out[i] = host[offset: offset + t.numel()].view(t.shape)
+        offset += t.numel()
+    return out
 
 
 def make_paged_connector(base: type, rt: Any, memory_format: Any) -> type:
