@@ -42,14 +42,19 @@ for _version in VERSIONS:
         SHARED.register(RunKey(_version, "lazy", shim=False), _name, _case)
 
 
+def release_path(version: str):
+    """The release's ``.envs`` directory; a missing release is a failure, never a skip (other test modules use it)."""
+    try:
+        return release_dir(version)
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def releases_installed():
-    """A missing release is a failure, never a skip: CI must not pass by testing nothing."""
+    """CI must not pass by testing nothing."""
     for version in VERSIONS:
-        try:
-            release_dir(version)
-        except FileNotFoundError as exc:
-            pytest.fail(str(exc))
+        release_path(version)
 
 
 def expected_tokens(result: dict) -> int:
