@@ -297,7 +297,7 @@ def _node_of(value) -> tuple | None:
     if isinstance(value, HPUTensor):
         node = getattr(value, "_lazy_node", None)
         source = node[1] if node is not None and node[0] == _counters.graph_epoch() else "input"
-        return ("hpu", tuple(value.shape), str(value.dtype), source)
+        return ("hpu", tuple(value._host.shape), str(value.dtype), source)  # host sizes: no dispatch
     if isinstance(value, torch.Tensor):
         return ("host", tuple(value.shape), str(value.dtype))
     return None
@@ -324,7 +324,8 @@ def _note_op(info: _OpInfo, args, kwargs, transfer: bool = False) -> int | None:
         return _counters.record_op(_lazy.graph_item(info.label, tuple(args), kwargs, _node_of,
                                                     info.scalar_inputs))
     if not (transfer or info.view or info.name in _ALLOCATION_OPS):
-        _counters.eager_compile(_lazy.eager_key(info.label, _tensors(args, kwargs)))
+        tensors = [t._host if isinstance(t, HPUTensor) else t for t in _tensors(args, kwargs)]
+        _counters.eager_compile(_lazy.eager_key(info.label, tensors))
         _counters.launch()  # eager: the kernel is queued at once
     return None
 
