@@ -14,6 +14,7 @@ def test_key_formats_are_told_apart():
     assert hm._split(KEY_056) == (">=0.4", "2a931e3de8aacf26")
     assert hm._why([KEY_037], [KEY_056]) == "key format differs (same chunk hash)"
     assert hm._why([KEY_056], [KEY_056.replace("2a93", "ffff")]) == "chunk hash differs"
+    assert hm._why([KEY_037.replace("2a93", "ffff")], [KEY_056]) == "key format and chunk hash differ"
     assert hm._why([KEY_056], [KEY_056]) == "same keys"
 
 

@@ -42,7 +42,7 @@ def _why(stored: list[str], wanted: list[str]) -> str:
         return "no keys"
     (sf, sh), (wf, wh) = _split(stored[0]), _split(wanted[0])
     if sf != wf:
-        return "key format differs" + (" (same chunk hash)" if sh == wh else "")
+        return "key format differs (same chunk hash)" if sh == wh else "key format and chunk hash differ"
     if sh != wh:
         return "chunk hash differs"
     return "same keys"
