@@ -45,7 +45,9 @@ def make_batched_hpu_connector(base: type, rt: Any, memory_format: Any) -> type:
         def _hpu_shim_cache(self) -> KVCache:
             # LMCache's own discovery first: num_layers, use_mla, get_shape() stay what its connector reports.
             self._initialize_attributes(self.kvcaches)
-            cache = transfer.kv_cache(self.hpu_shim_raw_kvcaches, use_mla=bool(getattr(self, "use_mla", False)))
+            raw = getattr(self, "hpu_shim_raw_kvcaches", None)  # what vLLM handed over (flat layouts keep blocks)
+            cache = transfer.kv_cache(self.kvcaches if raw is None else raw,
+                                      use_mla=bool(getattr(self, "use_mla", False)))
             self.hpu_shim_layout = cache.layout
             return cache
 
