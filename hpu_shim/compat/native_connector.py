@@ -31,7 +31,20 @@ NATIVE_CONNECTOR_NAMES = {False: "shim batched connector", True: "LMCache's own 
 
 
 def make_batched_hpu_connector(base: type, rt: Any, memory_format: Any) -> type:
-    """A subclass of LMCache's ``VLLMPagedMemHPUConnectorV2`` whose batched calls move all chunks at once."""
+    """A subclass of LMCache's ``VLLMPagedMemHPUConnectorV2`` whose batched calls move all chunks at once.
+
+    It relies on the class's own attribute discovery (``_initialize_attributes``, 0.4.3 - 0.5.6); a
+    release without it keeps LMCache's own connector (layout fixes only), with one WARNING.
+    """
+    if not callable(getattr(base, "_initialize_attributes", None)):
+        import logging
+
+        from .connector import make_flat_aware_connector
+
+        logging.getLogger("hpu_shim").warning(
+            "hpu_shim: %s.%s has no _initialize_attributes (an LMCache release the shim was not tested with): "
+            "keeping LMCache's own HPU connector, chunk by chunk", base.__module__, base.__qualname__)
+        return make_flat_aware_connector(base)
 
     class VLLMPagedMemHPUConnectorV2(BatchedTransfer, base):  # type: ignore[misc, valid-type]
         __doc__ = (f"hpu_shim batched subclass of {base.__module__}.{base.__qualname__}: one gather/scatter per "
