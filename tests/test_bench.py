@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,16 @@ def test_readme_table_merges_sizes_and_keeps_the_worst_result():
     lines = readme.readme_table(doc).splitlines()
     assert len(lines) == 4 and "| store (device -> host) |" in lines[2] and "4K: v4K; 16K: v16K" in lines[2]
     assert lines[2].endswith("| FAIL |") and lines[3].endswith("| PASS |") and "cpu, 2 cores, 8 GiB" in lines[3]
+
+
+def test_committed_benchmark_page_matches_its_json():
+    """benchmarks/README.md is generated from benchmarks/bench.json: it cannot go stale or be edited by hand."""
+    committed = json.loads((REPO / "benchmarks" / "bench.json").read_text())
+    assert (REPO / "benchmarks" / "README.md").read_text() == readme.render(committed)
+    assert committed["machine"]["run"] == "full"
+    assert not re.search(r"/(tmp|work|home|root)/", json.dumps(committed))  # no machine paths in the repository
+    ids = {r["id"] for r in committed["rows"]}
+    assert {"P1", "G", "P2", "P3", "P4", "P5", "P6"} <= ids
 
 
 def test_missing_prerequisites_are_fail_rows_that_say_what_to_run(tmp_path):

@@ -53,7 +53,8 @@ def test_round_trip_is_bit_exact_and_the_negative_control_fails(gaudi_env, tmp_p
     assert "TensorTuple((K, V)), each [8, 128, 2, 64] bfloat16" in r["layout"]
     for phase in ("store", "retrieve"):
         assert r[phase]["gb_per_s"] > 0 and r[phase]["bytes"] == 512 * 2 * 2 * 2 * 64 * 2
-        assert r[phase]["mark_step"] >= 1 and r[phase]["synchronize"] >= 0
+        # lazy: the shim's connector flushes the graph; eager (the bridge's default): nothing to flush
+        assert (r[phase]["mark_step"] >= 1) == (mode == "lazy") and r[phase]["synchronize"] >= 0
     counts = r["emulator_counts"]
     assert counts["retrieve_h2d_bytes"] > 0 and counts["store_d2h_bytes"] > 0
     assert (counts["store_graph_flushes"] > 0) == (mode == "lazy")

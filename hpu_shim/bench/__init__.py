@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     (out / "README.md").write_text(readme.render(doc), encoding="utf-8")
     (out / "readme-table.md").write_text(readme.readme_table(doc) + "\n", encoding="utf-8")
     if args.publish:
-        readme.publish(doc, args.publish)
+        readme.publish(doc, args.publish, {str(opts.envs): "<envs>", str(out): "<out>"})
     print(table)
     print(f"{plot}; wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'README.md'}"
           + (f"; published to {args.publish}" if args.publish else ""))

@@ -97,6 +97,18 @@ def _limit_memory() -> int:
     return limit
 
 
+def _rss() -> int:
+    """Resident bytes of this process now."""
+    with open("/proc/self/statm", encoding="utf-8") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _fill(layer: int, part: int, shape: tuple, dtype: Any) -> Any:
     """Arbitrary bit patterns, reproducible per (layer, part): the reference is regenerated to compare."""
     import torch
@@ -179,9 +191,9 @@ def _describe(connector: Any) -> str:
 
 
 def _lmcache_class(cls: type) -> type:
-    """The class LMCache itself ships: ``cls`` without the shim's substitute subclasses."""
+    """The class LMCache itself ships: ``cls`` without the shim's substitute subclass and its mixins."""
     for klass in cls.__mro__:
-        if "__hpu_shim_substitute__" not in vars(klass):
+        if "__hpu_shim_substitute__" not in vars(klass) and not klass.__module__.startswith("hpu_shim"):
             return klass
     raise TypeError(f"no LMCache class under {cls!r}")
 
@@ -268,8 +280,11 @@ def _engine_run(plat: Platform, tokens: int, layers: int, rounds: int, own_round
 
     device = torch.device("hpu:0" if plat.backend == "hpu" else "cpu")
     blocks = tokens // BLOCK + SPARE_BLOCKS
+    rss = {"start": _rss()}
     engine, shim, metadata = _lmcache_engine(tokens, layers, device)
+    rss["engine"] = _rss()
     kv = _build_kv(plat, layers, blocks, device)
+    rss["kv"] = _rss()
     order = torch.randperm(blocks, generator=torch.Generator().manual_seed(0))[: tokens // BLOCK]
     slots = (order[:, None] * BLOCK + torch.arange(BLOCK)).flatten().to(device)  # on the device, as LMCache's
     token_ids = torch.arange(tokens) % 30000  # adapter hands it to the engine
@@ -308,6 +323,7 @@ def _engine_run(plat: Platform, tokens: int, layers: int, rounds: int, own_round
         exact[path] = _verify(plat, path, kv, order)
         counts[path] = {"store": c_store.as_dict(), "retrieve": c_retrieve.as_dict()}
         engine.clear()
+        rss[f"verified {path}"] = _rss()
     times: dict[str, list[float]] = {f"{p}_{d}": [] for p in ("memcpy", *paths) for d in DIRECTIONS}
     for i in range(rounds):  # round-robin: every path sees the same machine
         for path in ("memcpy", *paths):
@@ -328,7 +344,8 @@ def _engine_run(plat: Platform, tokens: int, layers: int, rounds: int, own_round
     LMCacheEngineBuilder.destroy(f"bench-{os.getpid()}")
     return {"platform": next(k for k, v in PLATFORMS.items() if v == plat), "tokens": tokens, "layers": layers,
             "bytes": kv_bytes(tokens, layers), "times": times, "exact": exact, "counts": counts,
-            "shim_connector": _describe(shim), "own_connector": _describe(own), "threads": torch.get_num_threads(),
+            "shim_connector": _describe(shim), "own_connector": _describe(own), "rss": {**rss, "end": _rss()},
+            "peak_rss": _peak_rss(), "threads": torch.get_num_threads(),
             "lazy": emu.is_lazy() if plat.backend == "hpu" else None}
 
 

@@ -129,17 +129,25 @@ def render(doc: dict) -> str:
     return "\n".join(parts)
 
 
-def _portable(text: str) -> str:
-    """This checkout's absolute paths out of the published JSON (no machine paths in the repository)."""
+_LOCAL = re.compile(r"/(?:tmp|work|home|root)/[^\s\"',;)]*")
+
+
+def _portable(text: str, places: dict[str, str]) -> str:
+    """This machine's absolute paths out of the published JSON (no machine paths in the repository): the
+    known places by name, longest first, then any other local path."""
     from ._proc import REPO
 
-    return text.replace(str(REPO), "<repo>").replace(os.path.expanduser("~"), "~")
+    places = {str(REPO): "<repo>", **places}
+    for path in sorted(places, key=len, reverse=True):
+        text = text.replace(path, places[path])
+    return _LOCAL.sub("<local path>", text.replace(os.path.expanduser("~"), "~"))
 
 
-def publish(doc: dict, directory: Path) -> dict:
-    """Write ``bench.json`` (portable paths) and its rendering ``README.md`` into ``directory``."""
+def publish(doc: dict, directory: Path, places: dict[str, str] | None = None) -> dict:
+    """Write ``bench.json`` (portable paths: ``places`` maps a path to the name it is shown as) and its
+    rendering ``README.md`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    portable = json.loads(_portable(json.dumps(doc, default=str)))
+    portable = json.loads(_portable(json.dumps(doc, default=str), places or {}))
     (directory / "bench.json").write_text(json.dumps(portable, indent=1) + "\n", encoding="utf-8")
     (directory / "README.md").write_text(render(portable), encoding="utf-8")
     return portable

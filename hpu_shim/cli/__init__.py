@@ -1,4 +1,4 @@
-"""Command line: ``python -m hpu_shim {doctor,report,demo,run,bench}``.
+"""Command line: ``python -m hpu_shim {doctor,report,demo,run,bench,selftest}``.
 
 Exit codes: 0 success; 1 ``doctor`` found an error, or ``report`` found no hpu_shim record in the
 file; 2 bad usage or an unreadable file (missing, a directory, no permission). ``report`` skips
@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                        add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
+    from .selftest import register as register_selftest  # EMULATOR (issue 9): python -m hpu_shim selftest
+
+    register_selftest(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its options are the bench's own (argparse.REMAINDER drops leading "-x")
         return _cmd_bench(argparse.Namespace(bench_args=argv[1:]))

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from typing import Any, Callable
 
 from ..redirects import MISMATCH, Redirect
 from . import keys as _keys  # HETERO
 from . import remote as _remote  # HETERO
 from . import retrieve as _retrieve  # HETERO
+from .releases import lmcache_version, parse_version
 
 __all__ = ["Profile", "Fixup", "PROFILES", "TESTED", "select", "applies", "call", "lmcache_version",
            "parse_version"]
@@ -100,20 +100,6 @@ def _has(path: str) -> Callable[[Any], bool]:
                 return False
         return True
     return holds
-
-
-def lmcache_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lmcache")
-    except PackageNotFoundError:
-        return None
-
-
-def parse_version(text: str | None) -> tuple[int, ...] | None:
-    m = re.match(r"(\d+)\.(\d+)\.(\d+)", text or "")
-    return tuple(int(x) for x in m.groups()) if m else None
 
 
 # ---- fix-ups ---------------------------------------------------------------------------------------

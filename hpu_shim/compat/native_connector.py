@@ -21,6 +21,7 @@ from typing import Any
 from .. import transfer
 from ..transfer import KVCache
 from .connector import BatchedTransfer, tuples_as_four_d
+from .releases import lmcache_version, parse_version
 
 __all__ = ["NATIVE_CONNECTOR_NAMES", "NATIVE_HPU_FROM", "describe_connector", "make_batched_hpu_connector"]
 
@@ -73,8 +74,6 @@ def make_batched_hpu_connector(base: type, rt: Any, memory_format: Any) -> type:
 
 
 def _parse(version: str | None) -> tuple[int, ...] | None:
-    from . import parse_version
-
     return parse_version(version)
 
 
@@ -100,8 +99,6 @@ def describe_connector(version: str | None = None, backend: str | None = None, n
     Arguments default to the installed LMCache (package metadata, never imported), ``HPU_SHIM_BACKEND``
     and ``HPU_SHIM_NATIVE_CONNECTOR``.
     """
-    from . import lmcache_version
-
     version = lmcache_version() if version is None else version
     if backend is None:
         backend = os.environ.get("HPU_SHIM_BACKEND", "auto").strip().lower()

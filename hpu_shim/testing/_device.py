@@ -36,8 +36,9 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils._pytree import tree_map
 
-from . import _counters, _dtypes, _lazy, _ops, _pinned, _profile
+from . import _counters, _dtypes, _lazy, _ops, _pinned, _profile, _torch_hpu
 from ._memory import TRACKER
+from ._torch_hpu import HPU_GENERATOR
 
 aten = torch.ops.aten
 _CPU = torch.device("cpu")
@@ -550,9 +551,6 @@ def _retarget_device(info: _OpInfo, host_args: list, host_kwargs: dict) -> bool:
     return True
 
 
-HPU_GENERATOR = torch.Generator()
-
-
 def _use_hpu_generator(index: int, args: list, kwargs: dict) -> None:
     """Random ops on hpu draw from torch.hpu's generator (seeded by torch.hpu.manual_seed)."""
     if index < len(args):
@@ -570,7 +568,6 @@ def _factory(make_host, device, pin_memory, nbytes: int, op, args: tuple, kwargs
     dtype = kwargs.get("dtype") or torch.get_default_dtype()
     _dtypes.check_device_dtype(dtype)
     TRACKER.check(nbytes)
-    from . import _torch_hpu
     _torch_hpu.mark_initialized()
     epoch = _counters.graph_epoch()
     index = _note_op(_op_info(op), args, kwargs)

@@ -212,37 +212,36 @@ def memory_summary(device=None, abbreviated: bool = False) -> str:
 
 
 # -- random (torch.hpu.random, default device "hpu") -------------------------------------
-def _gen():
-    from ._device import HPU_GENERATOR
-    return HPU_GENERATOR
+#: torch.hpu's default generator: random ops on hpu draw from it (``_device`` hands it to them).
+HPU_GENERATOR = torch.Generator()
 
 
 def manual_seed(seed: int) -> None:
-    _gen().manual_seed(int(seed))
+    HPU_GENERATOR.manual_seed(int(seed))
 
 
 manual_seed_all = manual_seed
 
 
 def seed() -> None:
-    _gen().seed()
+    HPU_GENERATOR.seed()
 
 
 seed_all = seed
 
 
 def initial_seed() -> int:
-    return _gen().initial_seed()
+    return HPU_GENERATOR.initial_seed()
 
 
 def get_rng_state(device="hpu") -> torch.Tensor:
     _index(device)
-    return _gen().get_state()
+    return HPU_GENERATOR.get_state()
 
 
 def set_rng_state(new_state: torch.Tensor, device="hpu") -> None:
     _index(device)
-    _gen().set_state(new_state)
+    HPU_GENERATOR.set_state(new_state)
 
 
 def get_rng_state_all():

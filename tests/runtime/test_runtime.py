@@ -2,7 +2,6 @@
 backend resolution, and the order matrix of import/install/uninstall."""
 
 import itertools
-import os
 import sys
 import warnings
 
