@@ -43,8 +43,11 @@ demo: doctor
 	bash .ci/lmcache-envs.sh $(PY) $(ENVS) 0.3.7
 	$(PY) -m hpu_shim demo --lmcache $(ENVS)/lmcache-0.3.7
 
+# Two workers (the CI machine has 2 cores; every heavy test is one single-threaded child process). Each test
+# module stays on one worker, and the modules sharing LMCache children (tests/conftest.py) on the same one.
+TEST_WORKERS ?= 2
 test: setup vllm lmcache-envs
-	HPU_SHIM_ENVS=$(abspath $(ENVS)) $(PY) -m pytest -q
+	HPU_SHIM_ENVS=$(abspath $(ENVS)) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 matrix: setup vllm
 	bash .ci/lmcache-envs.sh $(PY) $(ENVS) $(LMCACHE_ALL_VERSIONS)

@@ -34,6 +34,22 @@ def pytest_make_collect_report(collector):
     _skip_is_failure((yield).get_result())
 
 
+# -- parallel runs (make test: pytest -n 2 --dist loadgroup) ------------------------------------------------
+#: Modules whose cases batch into one child per (release, mode) (``lmcache_roundtrip.SHARED``): one worker
+#: runs them all, so no child runs twice.
+SHARED_MODULES = {"test_lmcache_releases.py", "test_properties.py", "test_connector.py", "test_cpu_connector.py",
+                  "test_native_connector.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per test module (its module-scoped fixtures run once), one for the SHARED modules."""
+    for item in items:
+        if not any(m.name == "xdist_group" for m in item.iter_markers()):
+            name = item.path.name
+            item.add_marker(pytest.mark.xdist_group("lmcache-shared" if name in SHARED_MODULES
+                                                    else str(item.path.relative_to(config.rootpath))))
+
+
 @pytest.fixture
 def pkgs(tmp_path):
     """A tmp dir with `lmcache` (in scope), `otherpkg` and `lmcache_vllm` (out of scope)."""

@@ -1,6 +1,6 @@
 """G: compiles over a sweep of prompt lengths (a proxy for recompiles), in lazy and in eager mode.
 
-The shim's transfer kernels (``hpu_shim.transfer.kv_transfer``, what its connector runs) move a
+The shim's transfer kernels (``hpu_shim.transfer.store``/``retrieve``, what its connectors run) move a
 vllm-gaudi-shaped cache on the emulated HPU for geometrically spaced prompt lengths, with the compile
 caches cleared first, so every compile is a new signature. Lazy mode (``PT_HPU_LAZY_MODE=1``): each
 call's graph compiles are split at its first ``mark_step``: before it, the graph that prepares the
@@ -22,7 +22,7 @@ from .report import Row, verdict
 
 __all__ = ["run", "measure", "lengths", "MODES"]
 
-PER_OCTAVE = 4  # kv_transfer.bucket: {1, 1.25, 1.5, 1.75} x 2**k
+PER_OCTAVE = 4  # transfer.bucket: {1, 1.25, 1.5, 1.75} x 2**k
 #: mode -> (PT_HPU_LAZY_MODE, the emulator counter that counts its compiles, row label)
 MODES = {"lazy": ("1", "graph_compiles", "emulated HPU, lazy"),
          "eager": ("0", "eager_compiles", "emulated HPU, eager")}
@@ -48,11 +48,11 @@ def measure(layers: int, count: int, high: int, counter: str, block: int = 128, 
         marks.append(emu.counters()[counter])
 
     htcore.mark_step = mark_step  # before the kernels are imported: they take the bridge's mark_step
-    from ..transfer import kv_transfer
+    from .. import transfer
 
     blocks = high // block + 8
     kv = [torch.zeros(2, blocks, block, 1, 8, dtype=torch.bfloat16).to("hpu") for _ in range(layers)]
-    _, views = kv_transfer.normalize(kv)
+    cache = transfer.kv_cache(kv)
     order = torch.randperm(blocks, generator=torch.Generator().manual_seed(0))
     slots = (order[:, None] * block + torch.arange(block)).flatten()
     sweep = lengths(count, high)
@@ -70,11 +70,11 @@ def measure(layers: int, count: int, high: int, counter: str, block: int = 128, 
                     sm = slots[:n].to("hpu") if where == "device" else slots[:n]
                     starts = list(range(0, n, chunk))
                     ends = [min(s + chunk, n) for s in starts]
+                    objs = [torch.zeros(2, layers, e - s, 8, dtype=torch.bfloat16) for s, e in zip(starts, ends)]
                     if op == "gather":
-                        kv_transfer.gather(views, sm, starts, ends, mark_step)
+                        transfer.store(cache, sm, starts, ends, objs)
                     else:
-                        host = torch.zeros(2, layers, n, 8, dtype=torch.bfloat16)
-                        kv_transfer.scatter(views, host, sm, starts, ends, mark_step, torch.hpu.synchronize)
+                        transfer.retrieve(cache, objs, sm, starts, ends)
                     if marks:
                         index += marks[0] - before
                     else:
@@ -100,7 +100,7 @@ def run(opts: Options) -> tuple[list[Row], dict]:
         for where, why in (("device", "slot mapping on the device (per-token path)"),
                            ("host", "slot mapping on the host (whole-block path)")):
             g, s = r[f"{where}_gather"], r[f"{where}_scatter"]
-            path = f"hpu_shim.transfer.kv_transfer gather / scatter, {why}, {opts.sweep_layers} layers"
+            path = f"hpu_shim.transfer.store / retrieve, {why}, {opts.sweep_layers} layers"
             row = dict(mode=label, path=path)
             if mode == "eager":  # no graphs to split: every op compiles once per (op, dtypes, ranks)
                 value = (f"per-op compiles (op, dtypes, ranks): gather {g['compiles']}, scatter {s['compiles']} "

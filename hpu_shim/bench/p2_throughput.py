@@ -20,7 +20,7 @@ Before timing, each path stores, the whole cache is zeroed, and it retrieves: ``
 the restored slots of every layer (regenerated from their seeds) and zeros everywhere else. Every
 timed store is checked with ``lookup`` and every retrieve by its returned mask. Sizes that cannot
 fit in this machine's memory are reported as FAIL with the reason, never dropped. The shim's
-``kv_transfer`` kernel with a host slot mapping and one preallocated output (no engine) is an
+``hpu_shim.transfer`` kernel with a host slot mapping and one preallocated output (no engine) is an
 extra row, labelled as such: users never take that path.
 """
 
@@ -354,22 +354,22 @@ def _engine_run(plat: Platform, tokens: int, layers: int, rounds: int, own_round
 def measure_kernel(tokens: int, layers: int, rounds: int) -> dict:
     import torch
 
-    from ..transfer import kv_transfer
+    from .. import transfer
 
     blocks = tokens // BLOCK + SPARE_BLOCKS
     paged = torch.empty(layers, 2, blocks, BLOCK, HEADS, HEAD_DIM, dtype=torch.bfloat16)
     paged.view(torch.int16).random_()
-    _, views = kv_transfer.normalize(list(paged.unbind(0)))
+    cache = transfer.kv_cache(list(paged.unbind(0)))
     order = torch.randperm(blocks, generator=torch.Generator().manual_seed(0))[: tokens // BLOCK]
     slots = (order[:, None] * BLOCK + torch.arange(BLOCK)).flatten()
     starts = list(range(0, tokens, CHUNK))
     ends = [min(s + CHUNK, tokens) for s in starts]
     out = torch.zeros(2, layers, tokens, HEADS * HEAD_DIM, dtype=torch.bfloat16)
+    objs = [out[:, :, s:e] for s, e in zip(starts, ends)]  # one memory object per chunk, in one buffer
     source = paged.view(-1)[: out.numel()]
-    noop = lambda: None  # noqa: E731  (CPU: mark_step and synchronize are no-ops)
     variants = {"memcpy_store": lambda: out.view(-1).copy_(source),
-                "kernel_store": lambda: kv_transfer.gather(views, slots, starts, ends, noop, out=out),
-                "kernel_retrieve": lambda: kv_transfer.scatter(views, out, slots, starts, ends, noop, noop)}
+                "kernel_store": lambda: transfer.store(cache, slots, starts, ends, objs),
+                "kernel_retrieve": lambda: transfer.retrieve(cache, objs, slots, starts, ends)}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
@@ -486,6 +486,6 @@ def _kernel_rows(opts: Options, raw: dict) -> list[Row]:
                 f"{rate[f'kernel_{direction}']:.2f} GB/s = {rate[f'kernel_{direction}'] / rate['memcpy_store']:.2f}x "
                 f"memcpy ({rate['memcpy_store']:.2f} GB/s)", "report it", "INFO",
                 mode="host CPU tensors, kernel called directly",
-                path="hpu_shim.transfer.kv_transfer." + ("gather" if direction == "store" else "scatter")
+                path="hpu_shim.transfer." + direction
                      + " with a host slot mapping and one preallocated output; no LMCache engine")
             for direction in DIRECTIONS]

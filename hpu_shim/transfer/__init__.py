@@ -22,8 +22,7 @@ Every connector the shim supplies (``hpu_shim.compat``) moves KV through this pa
 device mapping is never read on the host; block ids and the input verdict are derived on the device
 (``planning``). Per batched call on an HPU: one device sync (a store's blocking device->host copy, a
 retrieve's ``synchronize``), plus <= 2 ``mark_step`` in lazy mode and none in eager mode. Host
-staging is bounded and reused (``staging``). ``hpu_shim.transfer.kv_transfer`` keeps the older
-``normalize``/``gather``/``scatter``/``bucket`` API for existing callers.
+staging is bounded and reused (``staging``).
 
 Modules: ``device`` (mode, index dtype, pinning), ``layouts``, ``validation``, ``planning``,
 ``staging``, ``kernels`` (gather/scatter). Gaudi facts they rely on: ``docs/gaudi-semantics.md``.
