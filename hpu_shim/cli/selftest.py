@@ -136,29 +136,6 @@ def render(r: dict) -> str:
 
 
 # ---- child: the round trip --------------------------------------------------------------------------------
-class TensorTuple(tuple):
-    """vllm-gaudi's per-layer ``(K, V)`` container (``hpu_model_runner.TensorTuple``): a tuple whose
-    ``.shape`` is ``(2, *K.shape)`` and whose device/dtype/pointer accessors are the first tensor's."""
-
-    @property
-    def shape(self) -> tuple:
-        return (2, *self[0].shape)
-
-    @property
-    def device(self) -> Any:
-        return self[0].device
-
-    @property
-    def dtype(self) -> Any:
-        return self[0].dtype
-
-    def data_ptr(self) -> int:
-        return self[0].data_ptr()
-
-    def untyped_storage(self) -> Any:
-        return self[0].untyped_storage()
-
-
 class SyncCounter:
     """Counts ``mark_step`` and ``torch.hpu.synchronize`` by wrapping them where LMCache looks them up."""
 
@@ -240,8 +217,9 @@ def _engine(spec: dict, dtype: Any, device: Any):
     """LMCache's engine and the connector LMCache builds for vLLM (``CreateGPUConnector``, or 0.3.x's adapter)."""
     import inspect
 
-    from lmcache.v1.cache_engine import LMCacheEngineBuilder
     from lmcache.v1.config import LMCacheEngineConfig
+
+    from ..compat.releases import create_engine
 
     config = LMCacheEngineConfig.from_defaults(chunk_size=spec["chunk_size"], local_cpu=True, max_local_cpu_size=1.0)
     shape = (spec["layers"], 2, spec["chunk_size"], spec["heads"], spec["head_dim"])
@@ -271,12 +249,7 @@ def _engine(spec: dict, dtype: Any, device: Any):
         connector = gc.VLLMPagedMemGPUConnectorV2(spec["heads"] * spec["head_dim"], spec["layers"], use_gpu=True,
                                                   chunk_size=spec["chunk_size"], dtype=dtype, device=device)
     name = f"hpu-shim-selftest-{os.getpid()}"
-    extra = (lambda t, s: None, lambda o, s: o)
-    if len(inspect.signature(LMCacheEngineBuilder.get_or_create).parameters) < 6:
-        extra = ()
-    engine = LMCacheEngineBuilder.get_or_create(name, config, metadata, connector, *extra)
-    if hasattr(engine, "post_init"):
-        engine.post_init()
+    engine = create_engine(name, config, metadata, connector)
     return engine, connector, name
 
 
@@ -309,6 +282,8 @@ def round_trip(spec: dict) -> dict:
     except ImportError as exc:
         raise Unusable(f"{exc}: install LMCache (pip install lmcache) next to the Gaudi PyTorch bridge") from exc
     import torch
+
+    from ..compat.connector import TensorTuple  # vllm-gaudi's per-layer container
 
     counter = SyncCounter.install()
     device = torch.device("hpu")

@@ -27,6 +27,7 @@ from ..transfer import KVCache, LayoutError, TransferInputError
 __all__ = [
     "BatchedTransfer",
     "KVPair",
+    "TensorTuple",
     "TransferInputError",
     "as_four_d",
     "make_flat_aware_connector",
@@ -192,6 +193,18 @@ class KVPair(tuple):
     @property
     def shape(self) -> tuple:
         return (2, *self[0].shape)
+
+
+class TensorTuple(KVPair):
+    """vllm-gaudi's per-layer container (``hpu_model_runner.TensorTuple``, vllm-gaudi >= 0.11.2): a
+    ``KVPair`` plus the pointer accessors vllm-gaudi also forwards to the first tensor. Reproduced here
+    because ``selftest`` builds it on a real Gaudi, where ``hpu_shim.testing`` is never imported."""
+
+    def data_ptr(self) -> int:
+        return self[0].data_ptr()
+
+    def untyped_storage(self) -> Any:
+        return self[0].untyped_storage()
 
 
 def as_four_d(kvcaches: Any) -> list:

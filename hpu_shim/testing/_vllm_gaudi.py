@@ -9,19 +9,7 @@ of flat ``[(nb+1)*bs, H, D]`` caches.
 
 from __future__ import annotations
 
-from typing import Any
 
-from ..compat.connector import KVPair
+from ..compat.connector import TensorTuple
 
 __all__ = ["TensorTuple"]
-
-
-class TensorTuple(KVPair):
-    """vllm-gaudi's container: the shim's ``KVPair`` (``.shape``/``.device``/``.dtype``) plus the
-    pointer accessors vllm-gaudi also forwards to the first tensor."""
-
-    def data_ptr(self) -> int:
-        return self[0].data_ptr()
-
-    def untyped_storage(self) -> Any:
-        return self[0].untyped_storage()

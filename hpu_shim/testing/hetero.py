@@ -37,6 +37,8 @@ import time
 import traceback
 from typing import Any
 
+from ..compat.releases import create_engine
+
 __all__ = ["Spec", "produce", "consume", "main"]
 
 
@@ -245,20 +247,13 @@ def _wait_for_server(url: str, timeout: float) -> None:
 
 
 def _engine(spec: Spec, dtype: Any, device: Any) -> tuple[Any, Any, str]:
-    from lmcache.v1.cache_engine import LMCacheEngineBuilder
-
     if spec.role == "produce":
         _wait_for_server(spec.url, spec.flush_timeout)
 
     config, metadata = _config(spec), _metadata(spec, dtype)
     connector = _connector(config, metadata, spec, dtype, device)
     name = f"hetero-{spec.role}-{os.getpid()}-{next(_ENGINES)}"
-    extra = (lambda t, s: None, lambda o, s: o)  # broadcast_fn, broadcast_object_fn (>= 0.3.4)
-    if len(inspect.signature(LMCacheEngineBuilder.get_or_create).parameters) < 6:
-        extra = ()
-    engine = LMCacheEngineBuilder.get_or_create(name, config, metadata, connector, *extra)
-    if hasattr(engine, "post_init"):
-        engine.post_init()
+    engine = create_engine(name, config, metadata, connector)
     return engine, connector, name
 
 

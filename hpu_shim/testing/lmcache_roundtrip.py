@@ -32,6 +32,8 @@ import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..compat.releases import create_engine
+
 __all__ = ["REPO", "SHARED", "Case", "RunKey", "SharedRuns", "child_env", "main", "run_case", "run_cases"]
 
 #: The checkout this package lives in (the tests run releases from ``<REPO>/.envs``).
@@ -248,15 +250,8 @@ def _device() -> Any:
 
 
 def _engine(case: Case, connector: Any, config: Any, metadata: Any) -> tuple[Any, str]:
-    from lmcache.v1.cache_engine import LMCacheEngineBuilder
-
     name = f"roundtrip-{os.getpid()}-{id(case)}-{time.monotonic_ns()}"
-    extra = (lambda t, s: None, lambda o, s: o)  # broadcast_fn, broadcast_object_fn (>= 0.3.4)
-    if len(inspect.signature(LMCacheEngineBuilder.get_or_create).parameters) < 6:
-        extra = ()
-    engine = LMCacheEngineBuilder.get_or_create(name, config, metadata, connector, *extra)
-    if hasattr(engine, "post_init"):
-        engine.post_init()
+    engine = create_engine(name, config, metadata, connector)
     return engine, name
 
 
