@@ -39,6 +39,8 @@ def pytest_make_collect_report(collector):
 #: runs them all, so no child runs twice.
 SHARED_MODULES = {"test_lmcache_releases.py", "test_properties.py", "test_connector.py", "test_cpu_connector.py",
                   "test_native_connector.py"}
+#: Modules sharing the cross-process runs of the ``handoff`` fixture.
+HANDOFF_MODULES = {"test_hetero.py", "test_faults.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -46,8 +48,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(m.name == "xdist_group" for m in item.iter_markers()):
             name = item.path.name
-            item.add_marker(pytest.mark.xdist_group("lmcache-shared" if name in SHARED_MODULES
-                                                    else str(item.path.relative_to(config.rootpath))))
+            group = ("lmcache-shared" if name in SHARED_MODULES else "handoff" if name in HANDOFF_MODULES
+                     else str(item.path.relative_to(config.rootpath)))
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session")
+def handoff(tmp_path_factory):
+    """``handoff(version)``: one cross-process run per release (``hetero_run.cached``), shared by
+    test_hetero.py and test_faults.py; the releases in ``FAULT_RELEASES`` also run the fault specs."""
+    from test_hetero import ENVS, FAULT_RELEASES
+
+    from hpu_shim.testing import hetero_run
+
+    def get(version: str) -> dict:
+        try:
+            hetero_run.release_path(version, ENVS)
+        except FileNotFoundError as exc:  # a missing prerequisite fails, never skips
+            pytest.fail(str(exc))
+        return hetero_run.cached(version, ENVS, lambda: tmp_path_factory.mktemp(f"hetero-{version}"),
+                                 faults=version in FAULT_RELEASES)
+    return get
 
 
 @pytest.fixture

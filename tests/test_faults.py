@@ -11,25 +11,13 @@ from __future__ import annotations
 import pytest
 
 from hpu_shim.testing import hetero_run
-from test_hetero import ENVS, FAULT_RELEASES, TOKENS, ok, verdicts
+from test_hetero import FAULT_RELEASES, TOKENS, ok, verdicts
 
 pytestmark = pytest.mark.lmcache
 CHUNK = 256
 T = hetero_run.TIMEOUT
 #: Wall-time ceiling for one bounded phase: the timeout plus room for a loaded 2-core CI machine.
 BOUND = T + 9
-
-
-@pytest.fixture(scope="module")
-def handoff(tmp_path_factory):
-    """The same run as test_hetero.py's (shared through hetero_run.cached)."""
-    def get(version: str) -> dict:
-        try:
-            hetero_run.release_path(version, ENVS)
-        except FileNotFoundError as exc:  # a missing prerequisite fails, never skips
-            pytest.fail(str(exc))
-        return hetero_run.cached(version, ENVS, lambda: tmp_path_factory.mktemp(f"hetero-{version}"), faults=True)
-    return get
 
 
 def restored_prefix(got: dict, tokens: int) -> None:

@@ -32,18 +32,6 @@ DECODE_CONNECTOR = {"0.3.7": "VLLMPagedMemGPUConnectorV2", "0.4.2": "VLLMPagedMe
                     "0.5.6": "hpu_connector.VLLMPagedMemHPUConnectorV2"}
 
 
-@pytest.fixture(scope="module")
-def handoff(tmp_path_factory):
-    def get(version: str) -> dict:
-        try:
-            hetero_run.release_path(version, ENVS)
-        except FileNotFoundError as exc:  # a missing prerequisite fails, never skips
-            pytest.fail(str(exc))
-        return hetero_run.cached(version, ENVS, lambda: tmp_path_factory.mktemp(f"hetero-{version}"),
-                                 faults=version in FAULT_RELEASES)
-    return get
-
-
 def verdicts(result: dict) -> list[str]:
     """The WARNINGs of the storage fix-ups and guards (other hpu_shim notices, e.g. about compiled
     extensions LMCache imports, are not about the hand-off)."""
