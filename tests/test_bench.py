@@ -25,8 +25,8 @@ SMOKE = config.SMOKE
 
 #: (section, start of the figure) of every row the smoke run prints, in order.
 SMOKE_ROWS = [
-    *[("P1", f"syncs per batched {phase}, {report.size(t)} tokens") for _ in SMOKE.p1_releases
-      for t in SMOKE.p1_tokens for phase in ("store", "retrieve")],
+    *[("P1", f"syncs per batched {phase}, {report.size(t)} tokens") for _ in p1_syncs.MODES
+      for _ in SMOKE.p1_releases for t in SMOKE.p1_tokens for phase in ("store", "retrieve")],
     *[("G", f"{kind}-graph signatures (lazy), slot mapping on the {where}")
       for where in ("device", "host") for kind in ("transfer", "index")],
     *[("G", f"compiles (eager), slot mapping on the {where}") for where in ("device", "host")],
@@ -76,8 +76,10 @@ def test_smoke_run_drives_the_releases_and_both_paths(smoke):
     _, _, doc = smoke
     by_section = lambda s: [r for r in doc["rows"] if r["id"] == s]  # noqa: E731
     p1 = by_section("P1")
-    assert [r["path"].split(" engine.")[0] for r in p1] == [f"LMCache {v}" for v in SMOKE.p1_releases
-                                                          for _ in SMOKE.p1_tokens for _ in ("store", "retrieve")]
+    assert [(r["mode"], r["path"].split(" engine.")[0]) for r in p1] == [
+        (f"emulated HPU, {m}", f"LMCache {v}") for m in p1_syncs.MODES for v in SMOKE.p1_releases
+        for _ in SMOKE.p1_tokens for _ in ("store", "retrieve")]
+    assert all(r["status"] == "PASS" for r in p1), p1  # sync counts do not depend on size: they hold in smoke
     assert all("launches /" in r["value"] and "waits" in r["value"] for r in p1), p1
     engine_rows = [r for r in by_section("P2") if "kernel only" not in r["figure"]]
     assert [r["mode"] for r in engine_rows] == [p2_throughput.PLATFORMS[p].label for p in SMOKE.p2_platforms

@@ -1,7 +1,8 @@
 """P1: device syncs per batched store and retrieve, through LMCache's engine, on every CI release.
 
 Real, unmodified releases (0.3.7, 0.4.2, 0.4.3, 0.5.6) run ``hpu_shim.testing.lmcache_roundtrip``
-on the emulated HPU in lazy mode, configured like a Gaudi container (sitecustomize + ``HPU_SHIM=1``):
+on the emulated HPU in lazy and in eager mode (``MODES``), configured like a Gaudi container
+(sitecustomize + ``HPU_SHIM=1``):
 LMCache's engine with the connector it builds for vLLM, whatever the shim substitutes. The KV is
 vllm-gaudi's ``TensorTuple`` layout with vLLM-style slot runs, the slot mapping moved to the device
 as LMCache's vLLM adapter does. Counts do not depend on tensor size, so heads are tiny; the layer
@@ -26,7 +27,9 @@ from .report import Row, verdict
 __all__ = ["run", "COUNTED", "tally"]
 
 BLOCK, CHUNK = 128, 256
-MAX_LAUNCHES, MAX_WAITS = 2, 1
+#: mode -> (PT_HPU_LAZY_MODE, most graph launches, most host waits per batched call). Eager mode has no
+#: graphs to launch: mark_step does nothing there (docs/gaudi-semantics.md "Execution modes"), so none is due.
+MODES: dict[str, tuple[str, int, int]] = {"lazy": ("1", 2, 1), "eager": ("0", 0, 1)}
 
 #: emulator counter -> (short name in the row, kind). Kinds: "launch" (graph launches), "wait" (host waits).
 COUNTED: dict[str, tuple[str, str]] = {
@@ -58,14 +61,14 @@ def _cases(opts: Options) -> list[dict]:
              "slots": "paged", "save_unfull_chunk": True} for t in opts.p1_tokens]
 
 
-def _roundtrips(opts: Options, version: str, **extra: str) -> list[dict]:
+def _roundtrips(opts: Options, version: str, lazy: str = "1", **extra: str) -> list[dict]:
     from ..runtime.runtime import bootstrap_dir
 
     path = _proc.release(opts.envs, version)
     if path is None:
         raise FileNotFoundError(f"LMCache {version} is not installed in {opts.envs} (make lmcache-envs)")
     environ = _proc.env([bootstrap_dir(), path], opts.cache, HPU_SHIM="1", HPU_SHIM_FAKE_HPU="1",
-                        HPU_SHIM_BACKEND="hpu", PT_HPU_LAZY_MODE="1", **extra)
+                        HPU_SHIM_BACKEND="hpu", PT_HPU_LAZY_MODE=lazy, **extra)
     argv = [sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(_cases(opts))]
     return _proc.results(argv, environ, timeout=1800)
 
@@ -81,47 +84,52 @@ def _describe(t: dict) -> str:
 
 def run(opts: Options) -> tuple[list[Row], dict]:
     raw: dict = {}
-    runs: dict[str, list[dict] | str] = {}
-    for version in opts.p1_releases:
-        try:
-            runs[version] = _roundtrips(opts, version)
-        except (FileNotFoundError, _proc.BenchError) as exc:
-            runs[version] = str(exc)
-        raw[version] = runs[version]
+    runs: dict[tuple[str, str], list[dict] | str] = {}
+    for mode, (lazy, _, _) in MODES.items():
+        for version in opts.p1_releases:
+            try:
+                runs[mode, version] = _roundtrips(opts, version, lazy)
+            except (FileNotFoundError, _proc.BenchError) as exc:
+                runs[mode, version] = str(exc)
+            raw[f"{mode} {version}"] = runs[mode, version]
     own: list[dict] | str | None = None
-    if opts.p1_own:
+    if opts.p1_own:  # LMCache's own connector, for comparison: lazy mode, where its per-chunk syncs cost most
         try:
-            own = _roundtrips(opts, opts.native_release, HPU_SHIM_NATIVE_CONNECTOR="1")
+            own = _roundtrips(opts, opts.native_release, "1", HPU_SHIM_NATIVE_CONNECTOR="1")
         except (FileNotFoundError, _proc.BenchError) as exc:
             own = str(exc)
         raw["own"] = {"release": opts.native_release, "results": own}
-    target = f"<= {MAX_LAUNCHES} launches (mark_step) + <= {MAX_WAITS} host wait (synchronize) per batched call"
     rows = []
-    for version in opts.p1_releases:
-        for i, tokens in enumerate(opts.p1_tokens):
-            chunks = -(-tokens // CHUNK)
-            for phase in ("store", "retrieve"):
-                figure = f"syncs per batched {phase}, {report.size(tokens)} tokens, {opts.p1_layers} layers"
-                row = dict(id="P1", figure=figure, target=target, mode="emulated HPU, lazy")
-                res = runs[version]
-                if isinstance(res, str):
-                    rows.append(Row(**row, value=f"not run: {res.splitlines()[0]}"[:300], status="FAIL",
-                                    path=f"LMCache {version} engine.{phase}"))
-                    continue
-                r = res[i]
-                path = f"LMCache {version} engine.{phase} -> {r.get('connector', '?')}"
-                if r.get("substituted"):
-                    path += f" (hpu_shim: {r['substituted']})"
-                if not _ok(r):
-                    why = r.get("error") or "not bit-exact"
-                    rows.append(Row(**row, value=f"round trip failed: {why}"[:300], status="FAIL", path=path))
-                    continue
-                t = tally(r[f"{phase}_counts"])
-                value = f"{_describe(t)}; {r[f'{phase}_counts'].get('graph_flushes', '?')} graph launches"
-                if isinstance(own, list) and version == opts.native_release and _ok(own[i]):
-                    o = tally(own[i][f"{phase}_counts"])
-                    value += (f"; LMCache's own connector: {o['launch']} / {o['wait']} "
-                              f"(= {o['launch'] / chunks:g} / {o['wait'] / chunks:g} per chunk x {chunks} chunks)")
-                ok = t["launch"] <= MAX_LAUNCHES and t["wait"] <= MAX_WAITS and not t["missing"]
-                rows.append(Row(**row, value=value, status=verdict(ok), path=path))
+    for mode, (_, max_launches, max_waits) in MODES.items():
+        target = f"<= {max_launches} launches (mark_step) + <= {max_waits} host wait (synchronize) per batched call"
+        for version in opts.p1_releases:
+            for i, tokens in enumerate(opts.p1_tokens):
+                rows.extend(_row(opts, mode, version, i, tokens, phase, runs[mode, version],
+                                 own if mode == "lazy" else None, target, max_launches, max_waits)
+                            for phase in ("store", "retrieve"))
     return rows, raw
+
+
+def _row(opts: Options, mode: str, version: str, i: int, tokens: int, phase: str, res: list[dict] | str,
+         own: list[dict] | str | None, target: str, max_launches: int, max_waits: int) -> Row:
+    chunks = -(-tokens // CHUNK)
+    figure = f"syncs per batched {phase}, {report.size(tokens)} tokens, {opts.p1_layers} layers"
+    row = dict(id="P1", figure=figure, target=target, mode=f"emulated HPU, {mode}")
+    if isinstance(res, str):
+        return Row(**row, value=f"not run: {res.splitlines()[0]}"[:300], status="FAIL",
+                   path=f"LMCache {version} engine.{phase}")
+    r = res[i]
+    path = f"LMCache {version} engine.{phase} -> {r.get('connector', '?')}"
+    if r.get("substituted"):
+        path += f" (hpu_shim: {r['substituted']})"
+    if not _ok(r):
+        why = r.get("error") or "not bit-exact"
+        return Row(**row, value=f"round trip failed: {why}"[:300], status="FAIL", path=path)
+    t = tally(r[f"{phase}_counts"])
+    value = f"{_describe(t)}; {r[f'{phase}_counts'].get('graph_flushes', '?')} graph launches"
+    if isinstance(own, list) and version == opts.native_release and _ok(own[i]):
+        o = tally(own[i][f"{phase}_counts"])
+        value += (f"; LMCache's own connector: {o['launch']} / {o['wait']} "
+                  f"(= {o['launch'] / chunks:g} / {o['wait'] / chunks:g} per chunk x {chunks} chunks)")
+    ok = t["launch"] <= max_launches and t["wait"] <= max_waits and not t["missing"]
+    return Row(**row, value=value, status=verdict(ok), path=path)

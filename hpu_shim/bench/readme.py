@@ -38,10 +38,11 @@ P2 size needs is checked first; a size that cannot fit is a FAIL row with the re
 FIGURES: dict[str, tuple[str, str, str]] = {
     "P1": ("device syncs per batched store / retrieve",
            "real LMCache 0.3.7, 0.4.2, 0.4.3 and 0.5.6 engines with the connector LMCache builds under the shim, "
-           "emulated HPU, lazy mode, 32 layers, 4K / 32K / 128K tokens, slot mapping on the device; graph launches "
+           "emulated HPU, lazy and eager mode, 32 layers, 4K / 32K / 128K tokens, slot mapping on the device; graph "
+           "launches "
            "(mark_step, event-record flushes) and host waits (synchronize, stream / event synchronize, blocking "
            "device->host copies) counted by the emulator; LMCache 0.5.6's own HPU connector alongside",
-           "<= 2 mark_step + <= 1 synchronize per batched call"),
+           "lazy: <= 2 mark_step + <= 1 synchronize per batched call; eager: no mark_step, <= 1 synchronize"),
     "G": ("compiles over 64 prompt lengths 100..128K, lazy and eager",
           "the shim's hpu_shim.transfer kernels on the emulated HPU, compile caches cleared; lazy: graph compiles split "
           "at each call's first mark_step (index graph / transfer graph); eager: per-op compile keys (op, dtypes, "
