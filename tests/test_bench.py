@@ -181,3 +181,20 @@ def test_plot_is_skipped_with_a_message_without_matplotlib(tmp_path, monkeypatch
     point = {"platform": "cpu", "tokens": 4096, "rates": {"memcpy_store": 10.0, "shim_store": 8.0}}
     message = report.plot_throughput(tmp_path / "t.png", [point], "shape")
     assert "matplotlib is not installed" in message and not (tmp_path / "t.png").exists()
+
+
+def test_only_sections_replace_theirs_in_the_published_run(tmp_path):
+    def row(i, v):
+        return {"id": i, "figure": i, "value": v, "target": "t", "status": "PASS", "mode": "", "path": "",
+                "machine": ""}
+
+    published = {"machine": {"run": "full"}, "argv": [], "wall_s": 1, "raw": {"P1": 1, "P3": 3, "P6": "old"},
+                 "rows": [row("P1", "a"), row("P3", "b"), row("P4", "c"), row("P6", "old")]}
+    (tmp_path / "bench.json").write_text(json.dumps(published))
+    new = {"machine": {"run": "full", "loadavg_end": [0.1]}, "argv": ["--only", "P3", "P6"],
+           "raw": {"P3": 33, "P6": "new"}, "rows": [row("P3", "b2"), row("P4", "c2"), row("P6", "new")]}
+    merged = readme.merge_sections(tmp_path / "bench.json", new, ["P3", "P6"])
+    assert [(r["id"], r["value"]) for r in merged["rows"]] == [("P1", "a"), ("P3", "b2"), ("P4", "c2"), ("P6", "new")]
+    assert merged["raw"] == {"P1": 1, "P3": 33, "P6": "new"} and set(merged["machine"]["updated"]) == {"P3", "P6"}
+    with pytest.raises(FileNotFoundError, match="make bench"):
+        readme.merge_sections(tmp_path / "missing.json", new, ["P6"])

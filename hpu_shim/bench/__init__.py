@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--native-release", default="0.5.6",
                    help="LMCache release with its own HPU connector and torch_ops (default 0.5.6)")
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
-    p.add_argument("--publish", type=Path, help="also write DIR/bench.json and DIR/README.md (make bench: benchmarks)")
+    p.add_argument("--publish", type=Path, help="also write DIR/bench.json and DIR/README.md (make bench: benchmarks); "
+                   "with --only, only those sections' rows are replaced in DIR/bench.json")
     p.add_argument("--render", type=Path, metavar="BENCH_JSON", help="only render README.md from this bench.json")
     return p
 
@@ -101,6 +102,8 @@ def main(argv: list[str]) -> int:
     (out / "README.md").write_text(readme.render(doc), encoding="utf-8")
     (out / "readme-table.md").write_text(readme.readme_table(doc) + "\n", encoding="utf-8")
     if args.publish:
+        if args.only:  # re-measured sections replace theirs in the published run; the rest stays
+            doc = readme.merge_sections(args.publish / "bench.json", doc, args.only)
         readme.publish(doc, args.publish, {str(opts.envs): "<envs>", str(out): "<out>"})
     print(table)
     print(f"{plot}; wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'README.md'}"

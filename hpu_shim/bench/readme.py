@@ -119,8 +119,10 @@ def render(doc: dict) -> str:
              _table(["#", "what", "how", "target"], [[k, *v] for k, v in FIGURES.items()]), "",
              "## Latest run", "",
              f"{report.title(info, doc['wall_s'])}. Run: {info.get('run', '?')}; command: "
-             f"`python -m hpu_shim bench {' '.join(doc.get('argv', []))}`.", "",
-             full_table(doc), "", report.summary(rows), "",
+             f"`python -m hpu_shim bench {' '.join(doc.get('argv', []))}`."
+             + "".join(f" {s} re-measured later with `python -m hpu_shim bench {' '.join(u.get('argv') or [])}` "
+                       f"(load average at its end {u.get('loadavg_end')})." for s, u in info.get("updated", {}).items()),
+             "", full_table(doc), "", report.summary(rows), "",
              "## Missed targets and figures not measured", ""]
     parts += [f"* **{r.id} {r.figure}** ({r.mode or '-'}): {r.value} -- target {r.target}" for r in missed] or ["none"]
     parts += ["", "## Table for the top-level README", "",
@@ -152,3 +154,36 @@ def publish(doc: dict, directory: Path, places: dict[str, str] | None = None) ->
     (directory / "bench.json").write_text(json.dumps(portable, indent=1) + "\n", encoding="utf-8")
     (directory / "README.md").write_text(render(portable), encoding="utf-8")
     return portable
+
+
+#: A section's runner also produces these row ids (P3 measures P4 in the same processes).
+ALSO_PRODUCES = {"P3": ("P4",)}
+
+
+def merge_sections(published: Path, doc: dict, sections: list[str]) -> dict:
+    """``published`` (a ``bench.json``) with the rows and raw data of ``sections`` replaced by ``doc``'s.
+
+    For ``--only ... --publish``: re-measure one figure (say P6 after ``make ttft`` on a quiet machine)
+    without re-running the rest. The rows keep the published order; ``machine["updated"]`` records which
+    sections came from which run, so the page says so.
+    """
+    if not published.is_file():
+        raise FileNotFoundError(f"{published} does not exist: publish a full run first (make bench)")
+    old = json.loads(published.read_text(encoding="utf-8"))
+    ids = {i for s in sections for i in (s, *ALSO_PRODUCES.get(s, ()))}
+    fresh = [r for r in doc["rows"] if r["id"] in ids]
+    rows, placed = [], False
+    for r in old["rows"]:
+        if r["id"] not in ids:
+            rows.append(r)
+        elif not placed:
+            rows.extend(fresh)
+            placed = True
+    if not placed:
+        rows.extend(fresh)
+    machine = dict(old["machine"])
+    updated = dict(machine.get("updated", {}))
+    updated.update({s: {"loadavg_end": doc["machine"].get("loadavg_end"), "argv": doc.get("argv")} for s in sections})
+    machine["updated"] = updated
+    raw = {**old.get("raw", {}), **{s: doc["raw"][s] for s in sections if s in doc.get("raw", {})}}
+    return {**old, "machine": machine, "rows": rows, "raw": raw}
