@@ -121,7 +121,8 @@ def render(doc: dict) -> str:
              f"{report.title(info, doc['wall_s'])}. Run: {info.get('run', '?')}; command: "
              f"`python -m hpu_shim bench {' '.join(doc.get('argv', []))}`."
              + "".join(f" {s} re-measured later with `python -m hpu_shim bench {' '.join(u.get('argv') or [])}` "
-                       f"(load average at its end {u.get('loadavg_end')})." for s, u in info.get("updated", {}).items()),
+                       f"(load average at its end {u.get('loadavg_end')})."
+                       for s, u in info.get("updated", {}).items()),
              "", full_table(doc), "", report.summary(rows), "",
              "## Missed targets and figures not measured", ""]
     parts += [f"* **{r.id} {r.figure}** ({r.mode or '-'}): {r.value} -- target {r.target}" for r in missed] or ["none"]
