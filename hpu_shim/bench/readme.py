@@ -44,7 +44,7 @@ FIGURES: dict[str, tuple[str, str, str]] = {
            "device->host copies) counted by the emulator; LMCache 0.5.6's own HPU connector alongside",
            "lazy: <= 2 mark_step + <= 1 synchronize per batched call; eager: no mark_step, <= 1 synchronize"),
     "G": ("compiles over 64 prompt lengths 100..128K, lazy and eager",
-          "the shim's hpu_shim.transfer kernels on the emulated HPU, compile caches cleared; lazy: graph compiles split "
+          "hpu_shim.transfer.store / retrieve on the emulated HPU, compile caches cleared; lazy: graph compiles split "
           "at each call's first mark_step (index graph / transfer graph); eager: per-op compile keys (op, dtypes, "
           "ranks) over the whole sweep",
           "transfer graphs O(log): <= 4 per octave"),
