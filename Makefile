@@ -85,7 +85,7 @@ hetero-matrix: setup lmcache-envs
 # Every figure with its target (P1-P6); publishes benchmarks/bench.json and the page generated from it,
 # benchmarks/README.md. Heavy (64K-token P2 rows need ~18 GiB free): run it alone.
 bench: setup lmcache-envs
-	$(PIP) matplotlib
+	$(PIP) -e '.[bench]'
 	HPU_SHIM_ENVS=$(abspath $(ENVS)) $(PY) -m hpu_shim bench --envs $(ENVS) --publish benchmarks
 
 clean:
