@@ -125,6 +125,8 @@ def test_committed_benchmark_page_matches_its_json():
     assert not re.search(r"/(tmp|work|home|root)/", json.dumps(committed))  # no machine paths in the repository
     ids = {r["id"] for r in committed["rows"]}
     assert {"P1", "G", "P2", "P3", "P4", "P5", "P6"} <= ids
+    top = (REPO / "README.md").read_text()  # the top-level README shows the same run's table
+    assert readme.with_table(top, committed) == top
 
 
 def test_missing_prerequisites_are_fail_rows_that_say_what_to_run(tmp_path):

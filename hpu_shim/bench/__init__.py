@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     if args.publish:
         if args.only:  # re-measured sections replace theirs in the published run; the rest stays
             doc = readme.merge_sections(args.publish / "bench.json", doc, args.only)
-        readme.publish(doc, args.publish, {str(opts.envs): "<envs>", str(out): "<out>"})
+        readme.publish(doc, args.publish, {str(opts.envs): "<envs>", str(out): "<out>"}, REPO / "README.md")
     print(table)
     print(f"{plot}; wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'README.md'}"
           + (f"; published to {args.publish}" if args.publish else ""))
