@@ -17,7 +17,7 @@ TTFT is vLLM's own ``first_token_latency`` of that first request (decode vs base
 time of the request. Every vLLM process carries a marker in its environment; none may outlive its
 run (checked, and killed if one does). Exit code 0 only if the decode instance hit, its output is
 the baseline's, and nothing survived. The model is ``tiny_llama``'s ``prefill`` size (random weights,
-made offline). Heavy: run it alone (``make hetero`` takes ``flock /tmp/hpu_shim_heavy.lock``).
+made offline). Heavy (three vLLM runs): run it alone.
 """
 
 from __future__ import annotations

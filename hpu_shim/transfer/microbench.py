@@ -7,7 +7,7 @@ mapping (block size 128; ``--order shuffled``: blocks in no order, as after free
 consecutive blocks, as a fresh request gets them), the slot mapping on the cache's device. Each figure is the median over ``rounds`` of (memcpy time / kernel time), memcpy
 and kernel timed back to back, so a busy machine slows both alike. ``--device hpu`` installs the
 emulated HPU first (``PT_HPU_LAZY_MODE`` picks the mode). Prints one line per (layout, direction).
-Run it alone (``flock /tmp/hpu_shim_heavy.lock``): it allocates ~4x the payload.
+Run it alone: it allocates ~4x the payload.
 """
 
 from __future__ import annotations
