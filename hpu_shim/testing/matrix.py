@@ -4,8 +4,8 @@
 
 Each release runs in its own interpreter on the emulated HPU through the shim, once per execution
 mode (``--mode eager``: ``PT_HPU_LAZY_MODE=0``, Gaudi's current default; ``lazy``: ``=1``; ``both``,
-the default), with the same case as the test suite's main one (vllm-gaudi ``TensorTuple`` layout,
-bf16, 1000 tokens).  Columns: version, PASS/FAIL, tokens restored, device syncs per store and per
+the default), with vllm-gaudi's ``TensorTuple`` layout, bf16, 1000 tokens and a vLLM-style slot mapping
+(``CASE``).  Columns: version, PASS/FAIL, tokens restored, device syncs per store and per
 retrieve written ``mark_step/synchronize`` (in eager mode ``mark_step`` is a no-op the bridge still
 lets code call), host bytes staged through the bounce buffer per store+retrieve, CPU fallbacks,
 the connector that moved the KV, and the error if any.  Exit code 0 only if every release passes
@@ -22,7 +22,10 @@ import time
 
 __all__ = ["main", "run_release"]
 
-CASE = {"layout": "kv_tuple", "dtype": "bfloat16", "tokens": 1000, "save_unfull_chunk": True}
+#: vllm-gaudi's layout and a vLLM-style slot mapping (whole-block runs, the last block partly filled): what
+#: a Gaudi user's engine calls see. Random per-token slot mappings (every call redone per token) are the
+#: test suite's.
+CASE = {"layout": "kv_tuple", "dtype": "bfloat16", "tokens": 1000, "save_unfull_chunk": True, "slots": "paged"}
 MODES = {"eager": "0", "lazy": "1"}  # mode -> PT_HPU_LAZY_MODE
 
 
