@@ -101,6 +101,10 @@ def diagnose(options: Any = None) -> list[tuple[str, str, str]]:
         effective = {"auto": "hpu" if ok else "idle (no HPU: pass-through)", "hpu": "hpu" if ok else f"ERROR: {why}",
                      "cpu": "cpu"}[config.backend]
         add("backend", f"{config.backend} -> {effective}", "error" if effective.startswith("ERROR") else "ok")
+        if effective in ("hpu", "cpu"):  # which connector moves KV for vLLM here (package metadata only)
+            from ..compat.native_connector import describe_connector
+
+            add("connector", describe_connector(backend=effective, native=config.native_connector), "info")
         add("strict", int(config.strict))
         add("report", config.report_path or "off")
     except _config.ShimConfigError as exc:

@@ -10,7 +10,7 @@ batched call at once through ``hpu_shim.transfer`` (<= 2 ``mark_step`` + 1 ``syn
 after the inputs were validated. The memory objects hold the same ``KV_2LTD``/``KV_MLA_FMT``
 bytes, so a chunk stored by either connector is retrieved bit-exact by the other.
 ``HPU_SHIM_NATIVE_CONNECTOR=1`` keeps LMCache's own class (with the shim's layout fixes only).
-``describe_connector()`` says in one line which connector runs (``status()``, ``doctor``).
+``describe_connector()`` says in one line which connector runs (``doctor``; ``status()["compat"]`` names it too).
 """
 
 from __future__ import annotations

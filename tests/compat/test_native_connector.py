@@ -99,3 +99,21 @@ def test_describe_connector_reads_the_environment(monkeypatch):
     monkeypatch.setenv("HPU_SHIM_NATIVE_CONNECTOR", "0")
     assert "shim batched connector" in describe_connector("0.5.6")
     assert describe_connector("not-a-version").endswith("unrecognised version, no connector substitution")
+
+
+def test_doctor_names_the_connector_that_runs():
+    """``doctor`` says which connector moves KV for the installed release, and follows the switch."""
+    import subprocess
+    import sys
+
+    from _helpers import REPO, clean_env
+
+    from hpu_shim.testing.lmcache_roundtrip import release_dir
+
+    for native, words in (("0", "shim batched connector"), ("1", "LMCache's own HPU connector")):
+        env = clean_env(PYTHONPATH=f"{release_dir('0.5.6')}:{REPO}", HPU_SHIM_FAKE_HPU="1",
+                        HPU_SHIM_NATIVE_CONNECTOR=native, PYTHONHASHSEED="0")
+        proc = subprocess.run([sys.executable, "-m", "hpu_shim", "doctor", "--no-keys"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.strip().startswith("connector ")), None)
+        assert line is not None and "LMCache 0.5.6: " + words in line, proc.stdout + proc.stderr
