@@ -73,9 +73,10 @@ def _run_lmcache(path: str, report: str) -> int:
         print(f"demo: {path!r} holds no LMCache install (run `make lmcache-envs`, or pass --lmcache "
               f"<dir with lmcache/>)", file=sys.stderr)
         return 2
+    # vLLM-style slot mappings (whole-block runs), as vLLM hands them to LMCache; the test suite adds random ones
     cases = [{"layout": "kv_tuple", "dtype": "bfloat16", "num_layers": 32, "tokens": 4096, "num_blocks": 40,
-              "save_unfull_chunk": True},
-             {"layout": "flat", "dtype": "float16", "tokens": 1000, "prefix_hit": 512}]
+              "save_unfull_chunk": True, "slots": "paged"},
+             {"layout": "flat", "dtype": "float16", "tokens": 1000, "prefix_hit": 512, "slots": "paged"}]
     from ..testing.results import run_child
 
     child = run_child([sys.executable, "-m", "hpu_shim.testing.lmcache_roundtrip", json.dumps(cases)],
