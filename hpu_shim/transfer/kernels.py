@@ -16,13 +16,12 @@
   closed by ``mark_step`` in lazy mode) and one *transfer graph* (``index_select``/``index_copy_`` of
   whole blocks, per-token tails), with exactly one device sync per batched call: a store's blocking
   device->host copy into the staging buffer (which carries the verdict as a last row), a retrieve's
-  final ``synchronize`` (the verdict travels by a non-blocking copy issued before it). Lazy mode:
-  <= 2 ``mark_step`` + that sync; eager mode: no ``mark_step``. When the slot mapping is on the
-  device its values are checked there, so a retrieve's writes are conditional --
-  ``torch.where(ok, new, old)`` of the rows it targets -- and a failed verdict writes back identical
-  bytes; afterwards the call raises (a slot outside the cache) or is redone token by token (not
-  whole blocks), still bit-exact. A store only reads the cache; its memory objects are written only
-  after the verdict passed.
+  ``synchronize`` after its host->device copy and *before* it writes the cache (the verdict travels
+  by a non-blocking copy issued before it; the scatter then runs on the device after the call
+  returns). Lazy mode: <= 2 ``mark_step`` + that sync; eager mode: no ``mark_step``. When the slot
+  mapping is on the device its values are checked there; a failed verdict means nothing was
+  written (a store's memory objects, a retrieve's cache), and the call raises (a slot outside the
+  cache) or is redone token by token (not whole blocks), still bit-exact.
 
 Indices never leave the cache: device indices are clamped before use; host ones were validated.
 """
@@ -151,11 +150,16 @@ def _device_store(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Ch
 
 def _device_retrieve(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks: Chunks, srcs: list,
                      redo: bool = False) -> None:
+    """Host staging -> device buffer, the call's one sync, then (verdict passed) the scatter into the cache.
 
+    The sync comes *before* the cache is written: by then the host->device copy has read the staging
+    buffer and the verdict is on the host, so a failed verdict writes nothing at all (no conditional
+    ``torch.where`` over every row, which cost more than the copy itself) and the scatter runs on the
+    device after the call returns, ordered before any later use of the cache by the device's queue.
+    """
     plan = (token_plan(slot_mapping, chunks, cache, fx) if redo else
             _plan_on_device(cache, fx, slot_mapping, chunks))
     body, tail, mb, tb = pad(plan, fx, cache.device)
-    fx.mark_step()  # closes the index graph
     rows, hidden = _rows(cache, mb, tb), cache.hidden
     numel = cache.kv * cache.num_layers * rows * hidden
     with staging.device_lease(numel, cache.dtype, cache.device) as dev, \
@@ -167,15 +171,16 @@ def _device_retrieve(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks:
         _fill_padding(host, plan, mb, tb, cache.block_size)
         src = dev.view(host.shape)
         src.copy_(host, non_blocking=fx.pinned)  # the one host->device copy
-        ok = None if plan.verdict is None else plan.verdict == OK
-        _scatter_device(cache, body, tail, mb, tb, src, ok)
+        fx.mark_step()  # launches the index graph (block ids, verdict) and the copy
         verdict = None
-        if plan.verdict is not None:  # last op of the transfer graph: its copy launches no graph of its own
+        if plan.verdict is not None:
             verdict = staging.verdict_buffer(fx.pinned)[:1]
             verdict.copy_(plan.verdict, non_blocking=True)  # read after the call's one synchronize
-        fx.mark_step()  # closes the transfer graph
-        fx.synchronize()  # the call's one sync; the host buffer stays leased until the device is done with it
-    code = int(verdict[0]) if verdict is not None else OK
+        fx.synchronize()  # the call's one sync: the staging buffer is read, the verdict is here
+        code = int(verdict[0]) if verdict is not None else OK
+        if code == OK:
+            _scatter_device(cache, body, tail, mb, tb, src)
+            fx.mark_step()  # launches the transfer graph; no wait: the device orders it before later work
     if code != OK:
         _after_bad_verdict(code, cache, slot_mapping, chunks)
         _device_retrieve(cache, fx, slot_mapping, chunks, srcs, redo=True)
@@ -210,16 +215,21 @@ def _device_rows(cache: KVCache) -> tuple[list, int, Any]:
     """Whole-block rows on the device as ``[NB*per, BS/per*hidden]`` int32 words where they divide; cached.
 
     Same bytes, fewer and wider elements: no float64/complex view on an HPU, but int32 is an HPU
-    dtype. Rows are split like the CPU path's (<= MAX_ROW_BYTES), which the bridge does not mind
-    and which keeps a host-executed index op (the emulated HPU) off ATen's one-thread-per-row path.
+    dtype. Rows are split to fewer than ``_GRAIN`` elements of the word used, which the bridge does
+    not mind and which keeps a host-executed index op (the emulated HPU) off ATen's
+    one-thread-per-row path (rows of exactly ``_GRAIN`` int32 words measured 1.4x slower).
     """
     import torch
 
     hit = cache.__dict__.get("_device_rows")
     if hit is None:
-        r = _rows_of(cache).r
-        per = cache.block_size // r
-        word = torch.int32 if (r * cache.hidden * cache.dtype.itemsize) % 4 == 0 and cache.dtype.itemsize < 4 else None
+        bs, row_bytes = cache.block_size, cache.hidden * cache.dtype.itemsize
+        word = torch.int32 if row_bytes % 4 == 0 and cache.dtype.itemsize < 4 else None
+        size = 4 if word is not None else cache.dtype.itemsize
+        r = bs
+        while r > 1 and r % 2 == 0 and r * row_bytes // size >= _GRAIN:
+            r //= 2
+        per = bs // r
         views = [[None] * cache.kv for _ in cache.layers]
         for li, planes in enumerate(cache.layers):
             for p in planes:
@@ -238,27 +248,35 @@ def _device_ids(body: Any, per: int) -> Any:
     return (body[:, None] * per + torch.arange(per, device=body.device)).flatten()
 
 
-def _row_view(t: Any, like: Any) -> Any:
-    """``t`` (``[rows, hidden]`` of the cache dtype) as rows shaped and typed like ``like``."""
-    t = t.reshape(-1, like.shape[1] * like.element_size() // t.element_size())
-    return t if t.dtype == like.dtype else t.view(like.dtype)
+def _plane_rows(cache: KVCache, data: Any, mb: int) -> list | None:
+    """The whole-block part of ``data`` (``[kv, L, rows, hidden]``) as one row view per (layer, K/V) plane.
+
+    One ``unbind`` makes all of them: a handful of device ops per call instead of several per plane.
+    """
+    views, per, _ = _device_rows(cache)
+    like = next((v for kvs in views for v in kvs if v is not None), None)
+    if like is None or not mb:
+        return None
+    body = data.flatten(0, 1)[:, : mb * cache.block_size]
+    return body.reshape(body.shape[0], mb * per, -1).view(like.dtype).unbind(0)
 
 
 def _gather_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, data: Any) -> None:
     import torch
 
-    bs, feat = cache.block_size, cache.feat
+    bs, feat, layers = cache.block_size, cache.feat, cache.num_layers
     views, per, _ = _device_rows(cache)
     sub = _device_ids(body, per) if mb else None
+    outs = _plane_rows(cache, data, mb)
     for li, planes in enumerate(cache.layers):
         for p in planes:
+            if mb and views[li][p.kv0] is not None:
+                torch.index_select(views[li][p.kv0], 0, sub, out=outs[p.kv0 * layers + li])
+                if not tb:
+                    continue
             dst = data[p.kv0: p.kv0 + p.k, li]  # [K, rows, hidden]
-            if mb:
-                if views[li][p.kv0] is not None:
-                    src = views[li][p.kv0]
-                    torch.index_select(src, 0, sub, out=_row_view(dst[0, : mb * bs], src))
-                else:
-                    dst[:, : mb * bs].view(p.k, mb, bs, *feat).copy_(p.blocks.index_select(0, body).movedim(1, 0))
+            if mb and views[li][p.kv0] is None:
+                dst[:, : mb * bs].view(p.k, mb, bs, *feat).copy_(p.blocks.index_select(0, body).movedim(1, 0))
             if tb:
                 if p.flat is not None:
                     torch.index_select(p.flat, 0, tail, out=dst[0, mb * bs:])
@@ -266,39 +284,26 @@ def _gather_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, data:
                     dst[:, mb * bs:].view(p.k, tb, *feat).copy_(p.blocks[tail // bs, :, tail % bs].movedim(1, 0))
 
 
-def _put(target: Any, ids: Any, new: Any, ok: Any) -> None:
-    """``target[ids] = new``, or (``ok`` False on the device) the rows' own bytes back."""
-    import torch
-
-    if ok is not None:
-        new = torch.where(ok, new, target.index_select(0, ids))
-    target.index_copy_(0, ids, new)
-
-
-def _scatter_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, src: Any, ok: Any) -> None:
-    import torch
-
-    bs, feat = cache.block_size, cache.feat
+def _scatter_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, src: Any) -> None:
+    bs, feat, layers = cache.block_size, cache.feat, cache.num_layers
     views, per, _ = _device_rows(cache)
     sub = _device_ids(body, per) if mb else None
+    ins = _plane_rows(cache, src, mb)
     for li, planes in enumerate(cache.layers):
         for p in planes:
+            if mb and views[li][p.kv0] is not None:
+                views[li][p.kv0].index_copy_(0, sub, ins[p.kv0 * layers + li])
+                if not tb:
+                    continue
             rows = src[p.kv0: p.kv0 + p.k, li]
-            if mb:
-                if views[li][p.kv0] is not None:
-                    target = views[li][p.kv0]
-                    _put(target, sub, _row_view(rows[0, : mb * bs], target), ok)
-                else:
-                    _put(p.blocks, body, rows[:, : mb * bs].view(p.k, mb, bs, *feat).movedim(1, 0), ok)
+            if mb and views[li][p.kv0] is None:
+                p.blocks.index_copy_(0, body, rows[:, : mb * bs].view(p.k, mb, bs, *feat).movedim(1, 0))
             if tb:
                 if p.flat is not None:
-                    _put(p.flat, tail, rows[0, mb * bs:], ok)
+                    p.flat.index_copy_(0, tail, rows[0, mb * bs:])
                 else:
                     blk, off = tail // bs, tail % bs
-                    new = rows[:, mb * bs:].view(p.k, tb, *feat).movedim(1, 0)
-                    if ok is not None:
-                        new = torch.where(ok, new, p.blocks[blk, :, off])
-                    p.blocks[blk, :, off] = new
+                    p.blocks[blk, :, off] = rows[:, mb * bs:].view(p.k, tb, *feat).movedim(1, 0)
 
 
 # -- CPU path -------------------------------------------------------------------------------------------------
