@@ -171,11 +171,11 @@ def _device_retrieve(cache: KVCache, fx: DeviceFacts, slot_mapping: Any, chunks:
         _fill_padding(host, plan, mb, tb, cache.block_size)
         src = dev.view(host.shape)
         src.copy_(host, non_blocking=fx.pinned)  # the one host->device copy
-        fx.mark_step()  # launches the index graph (block ids, verdict) and the copy
         verdict = None
-        if plan.verdict is not None:
+        if plan.verdict is not None:  # before mark_step: its copy then joins the index graph, not a graph of its own
             verdict = staging.verdict_buffer(fx.pinned)[:1]
             verdict.copy_(plan.verdict, non_blocking=True)  # read after the call's one synchronize
+        fx.mark_step()  # launches the index graph (block ids, verdict) and the copy
         fx.synchronize()  # the call's one sync: the staging buffer is read, the verdict is here
         code = int(verdict[0]) if verdict is not None else OK
         if code == OK:

@@ -18,8 +18,9 @@ Where the slot mapping lives decides how the plan is made:
   one sync it already has and then raises, or redoes the call per token (:func:`token_plan`).
   Until then every index is clamped into the cache, so no device access is ever out of bounds.
 
-In lazy mode (:func:`pad`) body and tail lengths are padded to buckets (:func:`bucket`: four per
-power of two, <= 25% padding) by repeating the last entry, so the number of distinct transfer-graph
+In lazy mode (:func:`pad`) body lengths are padded to buckets (:func:`bucket`: four per power of
+two, <= 25% padding) and a tail shorter than a block to one block (:func:`tail_bucket`), by
+repeating the last entry, so the number of distinct transfer-graph
 signatures grows with the logarithm of the prompt length; padded gathers are discarded and padded
 scatters rewrite identical values. Eager mode pads nothing (shape-agnostic eager compilation makes
 padding pure overhead). Host indices travel to an HPU as int32 (``device.DeviceFacts.index_dtype``).
@@ -43,6 +44,7 @@ __all__ = [
     "device_plan",
     "host_plan",
     "pad",
+    "tail_bucket",
     "token_plan",
 ]
 
@@ -197,6 +199,18 @@ def token_plan(slot_mapping: Any, chunks: Chunks, cache: KVCache, facts: DeviceF
     return Plan(cache.block_size, slot_mapping[:0].long(), every.long(), 0, t, tuple(segments), code)
 
 
+def tail_bucket(t: int, block_size: int) -> int:
+    """Padded length of a tail of ``t`` slots: one whole block when it fits in one, else :func:`bucket`.
+
+    A chunk that starts at a block start has a tail shorter than a block, so nearly every call's
+    tail pads to the same length and the transfer graph's signature depends on the body bucket alone
+    (tails bucketed on their own multiplied the signatures: 56-58 over 64 prompt lengths, figure G).
+    """
+    if not t:
+        return 0
+    return block_size if t <= block_size else bucket(t)
+
+
 def pad(plan: Plan, facts: DeviceFacts, device: Any) -> tuple[Any, Any, int, int]:
     """Body ids and tail slots on ``device`` (int64 there), padded to buckets in lazy mode.
 
@@ -211,7 +225,7 @@ def pad(plan: Plan, facts: DeviceFacts, device: Any) -> tuple[Any, Any, int, int
     mb, tb = m, t
     if facts.lazy:
         mb = bucket(m, minimum=max(4, 16 // max(plan.block_size, 1))) if m else 0
-        tb = bucket(t) if t else 0
+        tb = tail_bucket(t, plan.block_size)
         if mb > m:
             body = torch.cat([body, body[-1:].expand(mb - m)])
         if tb > t:
