@@ -87,3 +87,18 @@ def test_lazy_mode_pads_to_buckets_by_repeating_the_last_entry_eager_does_not():
     assert tail.tolist() == sm[128:140].tolist() + [int(sm[139])] * 4
     eager = planning.pad(plan, CPU, torch.device("cpu"))
     assert (eager[2], eager[3]) == (8, 12) and torch.equal(eager[1], plan.tail)
+
+
+def test_padded_signatures_grow_with_the_log_of_the_prompt_length():
+    """(body bucket, tail bucket) is what a lazy transfer graph's shapes depend on: over 64 prompt lengths
+    100..128K (chunks at block starts, so every tail is shorter than a block) at most 4 per octave + 4.
+    Tails bucketed on their own made nearly every length a new pair (58 of 64)."""
+    import math
+
+    bs = 128
+    lengths = sorted({round(100 * (131072 / 100) ** (i / 63)) for i in range(64)})
+    pairs = {(planning.bucket(n // bs, minimum=4) if n // bs else 0, planning.tail_bucket(n % bs, bs))
+             for n in lengths}
+    assert len(pairs) <= 4 * math.ceil(math.log2(lengths[-1] / lengths[0])) + 4
+    assert {planning.tail_bucket(t, bs) for t in range(1, bs + 1)} == {bs}
+    assert planning.tail_bucket(0, bs) == 0 and planning.tail_bucket(bs + 1, bs) == planning.bucket(bs + 1)
