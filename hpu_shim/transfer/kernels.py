@@ -249,29 +249,41 @@ def _device_ids(body: Any, per: int) -> Any:
 
 
 def _plane_rows(cache: KVCache, data: Any, mb: int) -> list | None:
-    """The whole-block part of ``data`` (``[kv, L, rows, hidden]``) as one row view per (layer, K/V) plane.
+    """The whole-block part of ``data`` (``[kv, L, rows, hidden]``) as ``[layer][kv]`` row views shaped and
+    typed like :func:`_device_rows`' views of the cache (None where a plane has none).
 
     One ``unbind`` makes all of them: a handful of device ops per call instead of several per plane.
     """
     views, per, _ = _device_rows(cache)
-    like = next((v for kvs in views for v in kvs if v is not None), None)
-    if like is None or not mb:
-        return None
+    kinds = {(v.dtype, v.shape[1]) for kvs in views for v in kvs if v is not None}
+    if len(kinds) != 1 or not mb:  # none, or planes that could not all take the word view: per plane
+        return [[None if v is None else _row_view(data[kv, li, : mb * cache.block_size], v)
+                 for kv, v in enumerate(kvs)] for li, kvs in enumerate(views)] if mb else None
+    (dtype, _), = kinds
     body = data.flatten(0, 1)[:, : mb * cache.block_size]
-    return body.reshape(body.shape[0], mb * per, -1).view(like.dtype).unbind(0)
+    planes = body.reshape(body.shape[0], mb * per, -1).view(dtype).unbind(0)
+    layers = cache.num_layers
+    return [[planes[kv * layers + li] if v is not None else None for kv, v in enumerate(kvs)]
+            for li, kvs in enumerate(views)]
+
+
+def _row_view(t: Any, like: Any) -> Any:
+    """``t`` (``[rows, hidden]`` of the cache dtype) as rows shaped and typed like ``like``."""
+    t = t.reshape(-1, like.shape[1] * like.element_size() // t.element_size())
+    return t if t.dtype == like.dtype else t.view(like.dtype)
 
 
 def _gather_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, data: Any) -> None:
     import torch
 
-    bs, feat, layers = cache.block_size, cache.feat, cache.num_layers
+    bs, feat = cache.block_size, cache.feat
     views, per, _ = _device_rows(cache)
     sub = _device_ids(body, per) if mb else None
     outs = _plane_rows(cache, data, mb)
     for li, planes in enumerate(cache.layers):
         for p in planes:
             if mb and views[li][p.kv0] is not None:
-                torch.index_select(views[li][p.kv0], 0, sub, out=outs[p.kv0 * layers + li])
+                torch.index_select(views[li][p.kv0], 0, sub, out=outs[li][p.kv0])
                 if not tb:
                     continue
             dst = data[p.kv0: p.kv0 + p.k, li]  # [K, rows, hidden]
@@ -285,14 +297,14 @@ def _gather_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, data:
 
 
 def _scatter_device(cache: KVCache, body: Any, tail: Any, mb: int, tb: int, src: Any) -> None:
-    bs, feat, layers = cache.block_size, cache.feat, cache.num_layers
+    bs, feat = cache.block_size, cache.feat
     views, per, _ = _device_rows(cache)
     sub = _device_ids(body, per) if mb else None
     ins = _plane_rows(cache, src, mb)
     for li, planes in enumerate(cache.layers):
         for p in planes:
             if mb and views[li][p.kv0] is not None:
-                views[li][p.kv0].index_copy_(0, sub, ins[p.kv0 * layers + li])
+                views[li][p.kv0].index_copy_(0, sub, ins[li][p.kv0])
                 if not tb:
                     continue
             rows = src[p.kv0: p.kv0 + p.k, li]

@@ -193,3 +193,10 @@ def test_emulated_calls_above_the_staging_bound_move_in_rounds(emulated_results)
     f = r["rounds"]
     assert f["problems"] == [] and f["rounds"] > 1 and f["blocking_d2h"] == f["rounds"], f
     assert f["retained"] <= f["limit"], f
+
+
+def test_emulated_planes_with_and_without_the_word_view_move_exactly(emulated_results):
+    """One plane at an odd element offset cannot be viewed as int32 rows: the per-plane views still pair up."""
+    _, r = emulated_results
+    m = r["mixed_words"]
+    assert m["row_dtypes"] == ["torch.bfloat16", "torch.int32"] and m["exact"], m
